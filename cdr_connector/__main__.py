@@ -1,0 +1,126 @@
+"""The command line: run, check, schema, tail, simulate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from cdr_connector import __version__
+from cdr_connector.errors import CdrConnectorError, ConfigError
+
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"cdr-connector: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except CdrConnectorError as exc:
+        print(f"cdr-connector: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cdr-connector",
+        description="Stream call detail records from the vendor API into Kafka, exactly once.",
+    )
+    parser.add_argument("--version", action="version", version=f"cdr-connector {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the connector until SIGTERM/SIGINT")
+    _add_config_argument(run)
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser(
+        "check", help="check login, Kafka, topics and registry; exit 0 when all pass"
+    )
+    _add_config_argument(check)
+    check.set_defaults(handler=_check)
+
+    schema = commands.add_parser("schema", help="print the Avro schema of the records")
+    schema.set_defaults(handler=_schema)
+
+    tail = commands.add_parser(
+        "tail", help="print committed records of the topic as JSON lines (read_committed)"
+    )
+    _add_config_argument(tail)
+    tail.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
+    tail.add_argument("--max", type=int, default=0, help="stop after this many records (0: never)")
+    tail.add_argument(
+        "--idle-exit", type=float, default=0.0,
+        help="stop after this many seconds without a record (0: never)",
+    )
+    tail.add_argument("--dead-letters", action="store_true", help="read the dead-letter topic")
+    tail.set_defaults(handler=_tail)
+
+    from cdr_connector.simulator import cli as simulator_cli
+
+    simulate = commands.add_parser("simulate", help="run the vendor API simulator")
+    simulator_cli.add_arguments(simulate)
+    simulate.set_defaults(handler=simulator_cli.run)
+    return parser
+
+
+def _add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", type=Path, default=None,
+        help="TOML settings file (also CDR_CONFIG); CDR_* environment variables override it",
+    )
+
+
+def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from cdr_connector.config import load_settings
+    from cdr_connector.logs import configure_logging
+
+    settings = load_settings(args.config)
+    configure_logging(settings.log.level, settings.log.format)
+    return settings
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cdr_connector.app import run_connector
+
+    settings = _load(args)
+    return asyncio.run(run_connector(settings))
+
+
+def _check(args: argparse.Namespace) -> int:
+    from cdr_connector.checks import run_checks
+
+    settings = _load(args)
+    return asyncio.run(run_checks(settings))
+
+
+def _schema(_args: argparse.Namespace) -> int:
+    from cdr_connector.avro import load_schema_text
+
+    print(load_schema_text())
+    return 0
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from cdr_connector.tail import tail
+
+    settings = _load(args)
+    return tail(
+        settings,
+        from_beginning=args.from_beginning,
+        max_records=args.max,
+        idle_exit_seconds=args.idle_exit,
+        dead_letters=args.dead_letters,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Wires the parts together, supervises the pipeline, and turns signals into a bounded shutdown.
+
+Shutdown (SIGTERM or SIGINT): the pipeline stops fetching at once, the batches already fetched
+are committed, the producer is closed, and the process exits 0 — all within
+`shutdown_timeout_seconds`. Past that bound the pipeline is cancelled and any open transaction is
+aborted: the records it held were fetched with syncflag=1, and the start-up sweep of the next run
+publishes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+
+from cdr_connector import __version__, metrics
+from cdr_connector.api import VendorApiClient
+from cdr_connector.avro import RecordEncoder, assert_compiled_fastavro, build_encoder
+from cdr_connector.clock import Clock, SystemClock
+from cdr_connector.config import Settings
+from cdr_connector.errors import CdrConnectorError
+from cdr_connector.http import create_ops_app, start_ops_server
+from cdr_connector.kafka_sink import TransactionalSink, ensure_topics
+from cdr_connector.pipeline import Pipeline
+from cdr_connector.poller import Poller
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Connector:
+    """The running parts of one source, for tests that need to look inside."""
+
+    settings: Settings
+    clock: Clock = field(default_factory=SystemClock)
+    pipeline: Pipeline | None = None
+    ops_port: int | None = None
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self) -> int:
+        """Run until stopped by a signal (exit 0) or a permanent error (exit 1)."""
+        settings = self.settings
+        source = settings.source.name
+        assert_compiled_fastavro()
+        encoder = await asyncio.to_thread(build_encoder, settings)
+        _publish_build_info(encoder)
+        await asyncio.to_thread(ensure_topics, settings)
+        api = VendorApiClient(settings.source, settings.poll, clock=self.clock)
+        sink = TransactionalSink(settings)
+        pipeline = Pipeline(settings, Poller(api, settings.source, settings.poll, self.clock),
+                            sink, encoder, self.clock)
+        self.pipeline = pipeline
+        metrics.PRODUCER_QUEUE_DEPTH.labels(source).set_function(sink.queue_depth)
+        metrics.UP.labels(source).set(1)
+        runner, self.ops_port = await start_ops_server(
+            create_ops_app(pipeline.status.not_ready_reason), settings.http.host, settings.http.port
+        )
+        _install_signal_handlers(pipeline)
+        self.started.set()
+        log.info("cdr-connector %s running source %s; metrics on port %d",
+                 __version__, source, self.ops_port)
+        try:
+            return await self._supervise(pipeline)
+        finally:
+            await _close_quietly(sink, api)
+            await runner.cleanup()
+
+    async def _supervise(self, pipeline: Pipeline) -> int:
+        task = asyncio.create_task(pipeline.run(), name="pipeline")
+        stop_requested = asyncio.create_task(pipeline.wait_stop_requested())
+        await asyncio.wait({task, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            try:
+                await asyncio.wait_for(task, self.settings.shutdown_timeout_seconds)
+            except TimeoutError:
+                log.error("shutdown did not finish within %.0fs; open work is abandoned and will "
+                          "be recovered by the next start-up sweep",
+                          self.settings.shutdown_timeout_seconds)
+                return 0
+        stop_requested.cancel()
+        try:
+            task.result()
+        except* CdrConnectorError as group:
+            for error in group.exceptions:
+                log.error("stopped: %s", error)
+            metrics.UP.labels(self.settings.source.name).set(0)
+            return 1
+        log.info("stopped cleanly")
+        return 0
+
+
+def _install_signal_handlers(pipeline: Pipeline) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _on_signal, pipeline, signum)
+
+
+def _on_signal(pipeline: Pipeline, signum: int) -> None:
+    log.info("received %s: stopping", signal.Signals(signum).name)
+    pipeline.request_stop()
+
+
+async def _close_quietly(sink: TransactionalSink, api: VendorApiClient) -> None:
+    try:
+        await sink.close()
+    except CdrConnectorError as exc:
+        log.warning("closing the Kafka producer: %s", exc)
+    await api.close()
+
+
+def _publish_build_info(encoder: RecordEncoder) -> None:
+    metrics.BUILD_INFO.info({"version": __version__, "schema": encoder.schema_tag})
+
+
+async def run_connector(settings: Settings) -> int:
+    return await Connector(settings).run()

@@ -1,0 +1,285 @@
+"""The one validated settings object.
+
+Settings come from, in rising precedence: the defaults below, a TOML file (`--config` or
+`CDR_CONFIG`), and `CDR_`-prefixed environment variables with `__` between sections
+(`CDR_KAFKA__BOOTSTRAP_SERVERS`). Credentials may also come from files (`accesskey_file`), the
+way Kubernetes mounts secrets. Unknown keys are rejected, so a typo never silently falls back to
+a default. Every model is frozen: the running connector cannot change its own configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from cdr_connector.errors import ConfigError
+
+ENV_PREFIX = "CDR_"
+CONFIG_PATH_ENV = "CDR_CONFIG"
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+_SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Filters(_Section):
+    """GetBill filters; empty strings mean 'all', exactly as the vendor API takes them."""
+
+    direction: Literal[1, 2, 3] = 3
+    callmethod: Annotated[int, Field(ge=0, le=6)] = 0
+    extnumber: tuple[str, ...] = ()
+    destnumber: str = ""
+    userid: str = ""
+    memberid: str = ""
+    chengshudu: str = ""
+    customuuid: str = ""
+
+    def as_form(self) -> dict[str, str]:
+        return {
+            "direction": str(self.direction),
+            "callmethod": str(self.callmethod),
+            "extnumber": ",".join(self.extnumber),
+            "destnumber": self.destnumber,
+            "userid": self.userid,
+            "memberid": self.memberid,
+            "chengshudu": self.chengshudu,
+            "customuuid": self.customuuid,
+        }
+
+
+class SourceSettings(_Section):
+    """One vendor account: where it is, how to log in, and its PBX's clock."""
+
+    name: str = "default"
+    api_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8080/")
+    appid: str = ""
+    accesskey: SecretStr = SecretStr("")
+    accesskey_file: Path | None = None
+    timezone: str = "Asia/Shanghai"
+    request_timeout_seconds: PositiveSeconds = 30.0
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    token_renew_before_seconds: PositiveSeconds = 600.0
+    # The vendor documents 12 hours; renewing early keeps requests off the expiry edge.
+    token_lifetime_seconds: PositiveSeconds = 12 * 3600.0
+    filters: Filters = Filters()
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _SOURCE_NAME.match(value):
+            raise ValueError(
+                "must be 1-64 characters of letters, digits, '.', '_' or '-' "
+                "(it becomes part of the transactional.id and the state key)"
+            )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"{value!r} is not an IANA time zone; use a name such as 'Asia/Shanghai'"
+            ) from exc
+        return value
+
+    @model_validator(mode="after")
+    def _load_secret_file(self) -> SourceSettings:
+        if self.accesskey_file is not None:
+            try:
+                secret = self.accesskey_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(
+                    f"accesskey_file {str(self.accesskey_file)!r} cannot be read ({exc.strerror})"
+                ) from exc
+            object.__setattr__(self, "accesskey", SecretStr(secret))
+        if not self.appid:
+            raise ValueError("appid is required: set source.appid or CDR_SOURCE__APPID")
+        if not self.accesskey.get_secret_value():
+            raise ValueError(
+                "accesskey is required: set source.accesskey, CDR_SOURCE__ACCESSKEY "
+                "or source.accesskey_file"
+            )
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class PollSettings(_Section):
+    """How often and how hard the connector asks the vendor for new records."""
+
+    interval_seconds: PositiveSeconds = 5.0
+    # New records carry their dial time, and a long call is written back only when it ends,
+    # so the syncflag=1 window must reach back further than the longest call.
+    lookback_seconds: PositiveSeconds = 24 * 3600.0
+    page_size: Annotated[int, Field(ge=1, le=1000)] = 1000
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    # Records whose dial time falls in the last `sweep_window_seconds` are listed with
+    # syncflag=2 at start-up and every `sweep_interval_seconds`, and any id not yet
+    # committed is published: this recovers records fetched before a crash.
+    sweep_window_seconds: PositiveSeconds = 6 * 3600.0
+    sweep_interval_seconds: PositiveSeconds = 300.0
+    retry_initial_seconds: PositiveSeconds = 0.5
+    retry_max_seconds: PositiveSeconds = 30.0
+    max_attempts: Annotated[int, Field(ge=1)] = 8
+
+    @model_validator(mode="after")
+    def _sweep_inside_lookback(self) -> PollSettings:
+        if self.sweep_window_seconds > self.lookback_seconds:
+            raise ValueError(
+                "sweep_window_seconds must not exceed lookback_seconds: the committed-id "
+                "state only covers the lookback horizon"
+            )
+        return self
+
+
+class KafkaSettings(_Section):
+    """Where records go and how the transactional producer behaves."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    topic: str = "cdr.calls"
+    dead_letter_topic: str = "cdr.calls.dlq"
+    state_topic: str = "cdr-connector.state"
+    transactional_id: str | None = None
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "zstd"
+    key_fallback_field: Literal["displaynumber", "destnumber", "userid", "id"] = "displaynumber"
+    create_topics: bool = False
+    partitions: Annotated[int, Field(ge=1)] = 6
+    replication_factor: Annotated[int, Field(ge=1)] = 3
+    retention_ms: Annotated[int, Field(ge=-1)] = 7 * 24 * 3600 * 1000
+    transaction_timeout_seconds: PositiveSeconds = 60.0
+    # librdkafka's default queue may hold 1 GiB; a bounded queue makes back-pressure visible.
+    queue_max_messages: Annotated[int, Field(ge=1000)] = 100_000
+    queue_max_kbytes: Annotated[int, Field(ge=1024)] = 256 * 1024
+    operation_timeout_seconds: PositiveSeconds = 30.0
+    # Passed to librdkafka unchanged: security.protocol, sasl.*, ssl.* and the like.
+    client_config: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("client_config")
+    @classmethod
+    def _no_overrides_of_guarantees(cls, value: dict[str, str]) -> dict[str, str]:
+        owned = {"enable.idempotence", "acks", "transactional.id", "isolation.level"}
+        clash = owned & value.keys()
+        if clash:
+            raise ValueError(
+                f"{', '.join(sorted(clash))} cannot be overridden: exactly-once depends on them"
+            )
+        return value
+
+
+class AvroSettings(_Section):
+    """Schema Registry framing when a URL is set; Avro single-object encoding otherwise."""
+
+    schema_registry_url: str | None = None
+    schema_registry_config: dict[str, str] = Field(default_factory=dict)
+
+
+class HttpSettings(_Section):
+    """The /metrics, /livez and /readyz listener."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 9464
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "json", "text"] = "auto"
+
+
+class Settings(BaseSettings):
+    """Everything cdr-connector needs to run one source."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    source: SourceSettings
+    poll: PollSettings = PollSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    avro: AvroSettings = AvroSettings()
+    http: HttpSettings = HttpSettings()
+    log: LogSettings = LogSettings()
+    shutdown_timeout_seconds: PositiveSeconds = 30.0
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = os.environ.get(CONFIG_PATH_ENV)
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        return tuple(sources)
+
+    @property
+    def transactional_id(self) -> str:
+        return self.kafka.transactional_id or f"cdr-connector-{self.source.name}"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Load and validate settings, or raise ConfigError with one line per problem."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"config file {str(config_file)!r} does not exist or is not a file")
+        os.environ[CONFIG_PATH_ENV] = str(config_file)
+    elif (path := os.environ.get(CONFIG_PATH_ENV)) and not Path(path).is_file():
+        raise ConfigError(f"{CONFIG_PATH_ENV}={path!r} does not exist or is not a file")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+    except (OSError, ValueError) as exc:  # unreadable or malformed TOML
+        raise ConfigError(f"config file cannot be read: {exc}") from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem: the key, what is wrong with its value, and how to fix it.
+
+    Input values are never echoed, since a misplaced secret would end up in the log.
+    """
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        key = ".".join(str(part) for part in error["loc"]) or "settings"
+        env = ENV_PREFIX + "__".join(str(part).upper() for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "is not a known setting; check its spelling and section"
+        elif error["type"] == "missing":
+            message = f"is required; set it in the config file or as {env}"
+        lines.append(f"{key}: {message}")
+    return "invalid settings: " + "; ".join(lines)

@@ -1,0 +1,349 @@
+"""The transactional producer, driven from asyncio without an await per message.
+
+confluent-kafka's calls block (`init_transactions`, `commit_transaction`, `flush`) and its
+delivery callbacks fire only inside `poll`/`flush`. All of them run on one dedicated thread that
+owns the producer: the event loop hands it a whole batch and awaits one future, so the loop keeps
+fetching pages while a transaction commits, and no two threads ever touch the producer at once.
+
+A batch is one transaction (`commit`):
+  1. `begin_transaction()`;
+  2. produce every message; a full local queue (`BufferError`) is drained with `poll` and the
+     message produced again, so back-pressure costs time, never a message;
+  3. `commit_transaction()`, which flushes, and fails if any message of the batch failed.
+Errors are converted where they leave this module: a retriable commit error is retried on the
+same transaction, an error that requires an abort aborts and raises `TransactionAbortRequired`
+(the caller produces the batch again), and a fatal error (fenced by a newer instance) raises
+`ProducerFencedError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError as LibKafkaError
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from cdr_connector import metrics
+from cdr_connector.config import Settings
+from cdr_connector.errors import (
+    KafkaFatalError,
+    KafkaTransientError,
+    ProducerFencedError,
+    TopicMissingError,
+    TransactionAbortRequired,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Poll interval while the local queue is full: short enough to refill it quickly, long enough
+# not to spin.
+_QUEUE_FULL_POLL_SECONDS = 0.05
+_FENCED_CODES = frozenset(
+    {LibKafkaError._FENCED, LibKafkaError.PRODUCER_FENCED, LibKafkaError.INVALID_PRODUCER_EPOCH}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    timestamp_ms: int = 0
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    kafka = settings.kafka
+    timeout_ms = int(kafka.transaction_timeout_seconds * 1000)
+    config: dict[str, Any] = {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        "client.id": f"cdr-connector-{settings.source.name}",
+        "transactional.id": settings.transactional_id,
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": kafka.compression,
+        # Java clients (Kafka Streams, ksqlDB) hash keys with murmur2: agree with them.
+        "partitioner": "murmur2_random",
+        "transaction.timeout.ms": timeout_ms,
+        # A message must time out before its transaction does, or the broker aborts first.
+        "message.timeout.ms": max(1000, timeout_ms - 5000),
+        "queue.buffering.max.messages": kafka.queue_max_messages,
+        "queue.buffering.max.kbytes": kafka.queue_max_kbytes,
+        "linger.ms": 5,
+    }
+    config.update(kafka.client_config)
+    return config
+
+
+def consumer_config(settings: Settings, group_suffix: str) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        "group.id": f"cdr-connector-{settings.source.name}-{group_suffix}",
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+    }
+    config.update(settings.kafka.client_config)
+    return config
+
+
+class TransactionalSink:
+    """Owns the producer and its thread; one transaction per `commit` call."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
+    ) -> None:
+        self._settings = settings
+        self._source = settings.source.name
+        self._producer_factory = producer_factory
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-producer")
+        self._producer: Producer | None = None
+        self._timeout = settings.kafka.operation_timeout_seconds
+        self._delivery_errors: list[LibKafkaError] = []
+        self._transaction_open = False
+
+    async def start(self) -> None:
+        """Create the producer and fence any older instance with the same transactional.id."""
+        await self._run(self._start_blocking)
+
+    async def commit(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Produce `messages` in one transaction and commit it; see the module docstring."""
+        await self._run(lambda: self._commit_blocking(messages))
+
+    async def close(self) -> None:
+        """Abort whatever is open, flush within the timeout, and stop the thread."""
+        if self._producer is not None:
+            await self._run(self._close_blocking)
+        self._executor.shutdown(wait=True)
+
+    def queue_depth(self) -> int:
+        return len(self._producer) if self._producer is not None else 0
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn)
+
+    def _start_blocking(self) -> None:
+        self._producer = self._producer_factory(producer_config(self._settings))
+        try:
+            self._producer.init_transactions(self._timeout)
+        except KafkaException as exc:
+            raise _convert(exc, "initialising transactions") from exc
+
+    def _commit_blocking(self, messages: Sequence[OutgoingMessage]) -> None:
+        producer = self._require_producer()
+        self._delivery_errors.clear()
+        try:
+            if self._transaction_open:  # a failed attempt left it open: abort it first
+                self._abort(producer)
+            producer.begin_transaction()
+            self._transaction_open = True
+            for message in messages:
+                self._produce(producer, message)
+            self._commit_with_retries(producer)
+            self._transaction_open = False
+        except KafkaException as exc:
+            error = _convert(exc, "committing a transaction")
+            if not isinstance(error, KafkaFatalError | ProducerFencedError):
+                self._abort_quietly(producer)
+            raise error from exc
+        finally:
+            for delivery_error in self._delivery_errors:
+                metrics.KAFKA_DELIVERY_ERRORS.labels(self._source, delivery_error.name()).inc()
+        metrics.TRANSACTIONS.labels(self._source, "committed").inc()
+
+    def _produce(self, producer: Producer, message: OutgoingMessage) -> None:
+        while True:
+            try:
+                producer.produce(
+                    message.topic,
+                    value=message.value,
+                    key=message.key,
+                    headers=message.headers,
+                    timestamp=message.timestamp_ms,
+                    on_delivery=self._on_delivery,
+                )
+                return
+            except BufferError:
+                producer.poll(_QUEUE_FULL_POLL_SECONDS)
+
+    def _commit_with_retries(self, producer: Producer) -> None:
+        attempts = 3
+        for attempt in range(1, attempts + 1):
+            try:
+                producer.commit_transaction(self._timeout)
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                if not error.retriable() or attempt == attempts:
+                    raise
+                log.warning("commit_transaction failed (%s); retrying", error.str())
+
+    def _abort(self, producer: Producer) -> None:
+        try:
+            producer.abort_transaction(self._timeout)
+        except KafkaException as exc:
+            raise _convert(exc, "aborting a transaction") from exc
+        self._transaction_open = False
+        metrics.TRANSACTIONS.labels(self._source, "aborted").inc()
+
+    def _abort_quietly(self, producer: Producer) -> None:
+        """Abort after a failure; if even that fails, the next commit attempt aborts first."""
+        try:
+            self._abort(producer)
+        except (KafkaTransientError, KafkaFatalError, ProducerFencedError) as exc:
+            log.warning("aborting the failed transaction did not succeed yet: %s", exc)
+
+    def _close_blocking(self) -> None:
+        producer = self._require_producer()
+        if self._transaction_open:
+            self._abort_quietly(producer)
+        remaining = producer.flush(self._timeout)
+        if remaining:
+            log.error("%d messages were still queued at close; none was committed", remaining)
+        self._producer = None
+
+    def _on_delivery(self, error: LibKafkaError | None, _message: Any) -> None:
+        if error is not None:
+            self._delivery_errors.append(error)
+
+    def _require_producer(self) -> Producer:
+        if self._producer is None:
+            raise KafkaFatalError("the Kafka producer is not started")
+        return self._producer
+
+
+def _convert(exc: KafkaException, doing: str) -> Exception:
+    error: LibKafkaError = exc.args[0]
+    detail = f"Kafka failed while {doing}: {error.name()}: {error.str()}"
+    if error.code() in _FENCED_CODES or (error.fatal() and "fenced" in error.str().lower()):
+        return ProducerFencedError(
+            f"{detail}. Another instance with the same transactional.id took over; this one "
+            "stops. Run one instance per source (kafka.transactional_id / source.name)."
+        )
+    if error.fatal():
+        return KafkaFatalError(detail)
+    if error.txn_requires_abort():
+        return TransactionAbortRequired(detail)
+    return KafkaTransientError(detail)
+
+
+# --- topics -----------------------------------------------------------------------------------
+
+
+def ensure_topics(settings: Settings, admin: AdminClient | None = None) -> None:
+    """Check that the data, dead-letter and state topics exist, creating them if allowed.
+
+    Blocking: call it from a thread.
+    """
+    kafka = settings.kafka
+    admin = admin or AdminClient(
+        {"bootstrap.servers": kafka.bootstrap_servers, **kafka.client_config}
+    )
+    try:
+        existing = set(admin.list_topics(timeout=kafka.operation_timeout_seconds).topics)
+    except KafkaException as exc:
+        raise KafkaTransientError(
+            f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc.args[0].str()}"
+        ) from exc
+    wanted = _topic_specs(settings)
+    missing = [spec for spec in wanted if spec.topic not in existing]
+    if not missing:
+        return
+    if not kafka.create_topics:
+        names = ", ".join(spec.topic for spec in missing)
+        raise TopicMissingError(
+            f"topic(s) {names} do not exist and kafka.create_topics is false: create them "
+            "(see deploy/topics) or set kafka.create_topics = true"
+        )
+    futures = admin.create_topics(missing, operation_timeout=kafka.operation_timeout_seconds)
+    for topic, future in futures.items():
+        try:
+            future.result()
+            log.info("created topic %s", topic)
+        except KafkaException as exc:
+            if exc.args[0].code() != LibKafkaError.TOPIC_ALREADY_EXISTS:
+                raise KafkaTransientError(
+                    f"cannot create topic {topic}: {exc.args[0].str()}"
+                ) from exc
+
+
+def _topic_specs(settings: Settings) -> list[NewTopic]:
+    kafka = settings.kafka
+    retention = {"retention.ms": str(kafka.retention_ms)}
+    return [
+        NewTopic(kafka.topic, kafka.partitions, kafka.replication_factor, config=retention),
+        NewTopic(
+            kafka.dead_letter_topic, kafka.partitions, kafka.replication_factor, config=retention
+        ),
+        # One partition keeps every source's latest state in one place to read at start-up.
+        NewTopic(
+            kafka.state_topic, 1, kafka.replication_factor, config={"cleanup.policy": "compact"}
+        ),
+    ]
+
+
+# --- state ------------------------------------------------------------------------------------
+
+
+def read_latest_state(settings: Settings, key: bytes) -> bytes | None:
+    """Read the state topic to its end with read_committed and return the newest value of `key`.
+
+    Called only after `init_transactions`, which aborted any transaction an older instance left
+    open, so the end of the topic is the last committed state. Blocking: call it from a thread.
+    """
+    consumer = Consumer(consumer_config(settings, "state"))
+    topic = settings.kafka.state_topic
+    try:
+        metadata = consumer.list_topics(topic, timeout=settings.kafka.operation_timeout_seconds)
+        partitions = metadata.topics[topic].partitions
+        if not partitions:
+            raise TopicMissingError(f"state topic {topic} has no partitions or does not exist")
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        return _consume_to_end(consumer, key, len(partitions), settings)
+    except KafkaException as exc:
+        raise KafkaTransientError(
+            f"cannot read state topic {topic}: {exc.args[0].str()}"
+        ) from exc
+    finally:
+        consumer.close()
+
+
+def _consume_to_end(
+    consumer: Consumer, key: bytes, partition_count: int, settings: Settings
+) -> bytes | None:
+    latest: bytes | None = None
+    at_end: set[int] = set()
+    deadline_polls = int(settings.kafka.operation_timeout_seconds / 0.5) + 1
+    idle = 0
+    while len(at_end) < partition_count:
+        message = consumer.poll(0.5)
+        if message is None:
+            idle += 1
+            if idle > deadline_polls:
+                raise KafkaTransientError(
+                    f"reading state topic {settings.kafka.state_topic} did not reach its end "
+                    f"within {settings.kafka.operation_timeout_seconds}s"
+                )
+            continue
+        idle = 0
+        error = message.error()
+        if error is not None:
+            if error.code() == LibKafkaError._PARTITION_EOF:
+                at_end.add(message.partition())
+                continue
+            raise KafkaException(error)
+        if message.key() == key:
+            latest = message.value()
+    return latest

@@ -1,0 +1,421 @@
+"""The only place that orders a cycle: fetch -> convert -> produce -> commit.
+
+Start-up, in this order:
+  1. `init_transactions()` fences any older instance with the same transactional.id and aborts
+     the transaction it left open;
+  2. only then is the state topic read to its end (read_committed): the committed ids;
+  3. a sweep lists the recent window with syncflag=2 and publishes every id not committed,
+     recovering records an earlier run fetched but did not commit.
+
+Then, concurrently: the live fetcher (syncflag=1 rounds) and the periodic sweeper put batches on
+a small queue; one committer takes them in order. For each batch the committer:
+  1. drops bills whose id is already committed or repeated in the batch;
+  2. normalises and encodes each bill; one that fails becomes a dead-letter message;
+  3. sorts the records by id, so records of one extension keep their id order;
+  4. adds the ids to the state and produces records, dead letters and the new state;
+  5. commits the transaction. On a retryable failure the same messages are produced again in
+     a new transaction until it commits; the state was already updated in memory and is the
+     one the messages carry, so nothing is counted twice.
+The queue holds at most two batches, so a Kafka outage stops the fetching of further records
+(which the server would consider delivered) within one round.
+
+Duplicate removal happens in the committer, not the fetcher, because only there is the set of
+committed ids certain: a sweep and the live stream may fetch the same record, and whichever
+batch commits second drops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from cdr_connector import metrics
+from cdr_connector.avro import RecordEncoder
+from cdr_connector.backoff import Backoff
+from cdr_connector.checkpoint import CheckpointState
+from cdr_connector.clock import Clock
+from cdr_connector.config import Settings
+from cdr_connector.errors import PermanentError, RecordError, RetryableError
+from cdr_connector.kafka_sink import OutgoingMessage, TransactionalSink, read_latest_state
+from cdr_connector.poller import FetchedBatch, Poller, RoundFailedError, bill_id
+from cdr_connector.records import RecordContext, normalise, record_key
+
+log = logging.getLogger(__name__)
+
+_MAX_HEADER_TEXT = 1000
+
+
+@dataclass
+class PipelineStatus:
+    """What /readyz reports; each flag is set by the step that establishes it."""
+
+    kafka_ready: bool = False
+    state_loaded: bool = False
+    logged_in: bool = False
+    stopping: bool = False
+    failure: str | None = None
+
+    def not_ready_reason(self) -> str | None:
+        if self.failure:
+            return self.failure
+        if self.stopping:
+            return "shutting down"
+        for ready, what in (
+            (self.kafka_ready, "Kafka producer not initialised"),
+            (self.state_loaded, "checkpoint state not loaded"),
+            (self.logged_in, "not logged in to the vendor API"),
+        ):
+            if not ready:
+                return what
+        return None
+
+
+@dataclass
+class CommitSummary:
+    produced: int = 0
+    dead_lettered: int = 0
+    deduplicated: int = 0
+    unknown_fields: int = 0
+    newest_end_ms: int = 0
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        poller: Poller,
+        sink: TransactionalSink,
+        encoder: RecordEncoder,
+        clock: Clock,
+        *,
+        state_reader: Callable[[Settings, bytes], bytes | None] = read_latest_state,
+    ) -> None:
+        self._settings = settings
+        self._source = settings.source.name
+        self._poller = poller
+        self._sink = sink
+        self._encoder = encoder
+        self._clock = clock
+        self._state_reader = state_reader
+        self._state = CheckpointState(source=self._source)
+        self._stop = asyncio.Event()
+        self._backoff = Backoff(
+            settings.poll.retry_initial_seconds, settings.poll.retry_max_seconds, random.Random()
+        )
+        self._fetch_failures = 0
+        self.status = PipelineStatus()
+
+    @property
+    def state(self) -> CheckpointState:
+        return self._state
+
+    def request_stop(self) -> None:
+        """Stop fetching; batches already fetched are still committed."""
+        self.status.stopping = True
+        self._stop.set()
+
+    async def wait_stop_requested(self) -> None:
+        await self._stop.wait()
+
+    async def run(self) -> None:
+        await self._start()
+        await self._startup_sweep()
+        queue: asyncio.Queue[FetchedBatch | None] = asyncio.Queue(maxsize=2)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._commit_loop(queue))
+            group.create_task(self._feed(queue))
+
+    async def _start(self) -> None:
+        await self._sink.start()
+        self.status.kafka_ready = True
+        key = self._source.encode()
+        payload = await asyncio.to_thread(self._state_reader, self._settings, key)
+        if payload is not None:
+            self._state = CheckpointState.decode(payload)
+        self._publish_state_metrics()
+        self.status.state_loaded = True
+        log.info(
+            "state loaded: %d committed ids in %d ranges",
+            len(self._state.committed),
+            len(self._state.committed.ranges),
+        )
+
+    # --- feeding ----------------------------------------------------------------------------
+
+    async def _feed(self, queue: asyncio.Queue[FetchedBatch | None]) -> None:
+        try:
+            async with asyncio.TaskGroup() as feeders:
+                feeders.create_task(self._live_loop(queue))
+                feeders.create_task(self._sweep_loop(queue))
+        finally:
+            await queue.put(None)
+
+    async def _live_loop(self, queue: asyncio.Queue[FetchedBatch | None]) -> None:
+        while not self._stop.is_set():
+            started = self._clock.monotonic()
+            await self._retrying(self._live_cycle_into(queue), queue)
+            metrics.POLL_CYCLE_DURATION.labels(self._source, "live").observe(
+                self._clock.monotonic() - started
+            )
+            metrics.FRESHNESS_LAG.labels(self._source).set(self._freshness_lag())
+            await self._pause(self._settings.poll.interval_seconds)
+
+    async def _live_cycle_into(self, queue: asyncio.Queue[FetchedBatch | None]) -> None:
+        async for batch in self._poller.live_cycle():
+            self.status.logged_in = True
+            if batch.backlog is not None:
+                metrics.API_BACKLOG.labels(self._source).set(batch.backlog)
+            await queue.put(batch)
+            if self._stop.is_set():
+                return
+
+    async def _sweep_loop(self, queue: asyncio.Queue[FetchedBatch | None]) -> None:
+        while not self._stop.is_set():
+            await self._pause(self._settings.poll.sweep_interval_seconds)
+            if self._stop.is_set():
+                return
+            async def sweep_into_queue() -> None:
+                async for batch in self._sweep_batches():
+                    await queue.put(batch)
+            await self._retrying(sweep_into_queue(), queue)
+
+    def _sweep_batches(self) -> AsyncIterator[FetchedBatch]:
+        start, end = self._poller.sweep_window()
+        return self._poller.listing(start, end, 2, "sweep")
+
+    async def _retrying(
+        self, work: Coroutine[Any, Any, None], queue: asyncio.Queue[FetchedBatch | None]
+    ) -> bool:
+        """Run one fetch cycle; on a retryable error keep what was fetched and back off.
+
+        Returns whether the cycle completed.
+        """
+        try:
+            await work
+        except RoundFailedError as failed:
+            if failed.batch.bills:
+                await queue.put(failed.batch)
+            await self._after_fetch_error(failed.cause)
+            return False
+        self._fetch_failures = 0
+        return True
+
+    async def _after_fetch_error(self, cause: BaseException) -> None:
+        if not isinstance(cause, RetryableError):
+            if isinstance(cause, PermanentError):
+                self.status.failure = str(cause)
+            raise cause
+        self._fetch_failures += 1
+        delay = cause.retry_after or self._backoff.delay(self._fetch_failures)
+        log.warning("fetching failed (%s); retrying in %.1fs", cause, delay)
+        await self._pause(delay)
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    async def _startup_sweep(self) -> None:
+        """Commit the start-up sweep batch by batch, before any live round, until it completes.
+
+        Recovered records are older than anything the live stream will bring, so sweeping
+        first keeps them ahead of newer records of the same extension.
+        """
+        partial: asyncio.Queue[FetchedBatch | None] = asyncio.Queue()
+
+        async def sweep() -> None:
+            async for batch in self._sweep_batches():
+                await self._commit_batch(batch)
+
+        while not self._stop.is_set():
+            completed = await self._retrying(sweep(), partial)
+            while not partial.empty():
+                batch = partial.get_nowait()
+                if batch is not None:
+                    await self._commit_batch(batch)
+            if completed:
+                return
+
+    # --- committing -------------------------------------------------------------------------
+
+    async def _commit_loop(self, queue: asyncio.Queue[FetchedBatch | None]) -> None:
+        while (batch := await queue.get()) is not None:
+            await self._commit_batch(batch)
+
+    async def _commit_batch(self, batch: FetchedBatch) -> CommitSummary:
+        started = self._clock.monotonic()
+        summary, messages = self._convert(batch)
+        if messages:
+            await self._commit_until_done(messages)
+        self._after_commit(batch, summary)
+        if batch.mode != "live":
+            metrics.POLL_CYCLE_DURATION.labels(self._source, batch.mode).observe(
+                self._clock.monotonic() - started
+            )
+        return summary
+
+    def _convert(self, batch: FetchedBatch) -> tuple[CommitSummary, list[OutgoingMessage]]:
+        summary = CommitSummary()
+        kafka = self._settings.kafka
+        context = RecordContext(
+            source=self._source,
+            zone=self._settings.source.zone,
+            fetched_at_ms=batch.fetched_at_ms,
+            fetch_mode=batch.mode,
+        )
+        committed = self._state.committed
+        seen: set[int] = set()
+        good: list[tuple[int, dict[str, Any], bytes]] = []
+        dead: list[OutgoingMessage] = []
+        new_ids: list[tuple[int, int]] = []
+        for bill in batch.bills:
+            record_id = bill_id(bill)
+            if record_id is not None:
+                if record_id in committed or record_id in seen:
+                    summary.deduplicated += 1
+                    continue
+                seen.add(record_id)
+            try:
+                record = normalise(bill, context)
+                value = self._encoder.encode(record)
+            except RecordError as exc:
+                dead.append(self._dead_letter(bill, record_id, exc, batch))
+                if record_id is not None:
+                    new_ids.append((record_id, batch.fetched_at_ms))
+                continue
+            good.append((record["id"], record, value))
+            new_ids.append((record["id"], record["starttime"]))
+        good.sort(key=lambda item: item[0])
+        messages = [self._record_message(record, value) for _, record, value in good]
+        messages.extend(dead)
+        summary.produced = len(good)
+        summary.dead_lettered = len(dead)
+        summary.records = [record for _, record, _ in good]
+        summary.unknown_fields = sum(len(r["extra_fields"]) for r in summary.records)
+        if good:
+            summary.newest_end_ms = max(r["endtime"] for r in summary.records)
+        if messages:
+            self._advance_state(new_ids, summary)
+            messages.append(
+                OutgoingMessage(
+                    kafka.state_topic, self._source.encode(), self._state.encode(), []
+                )
+            )
+        return summary, messages
+
+    def _record_message(self, record: dict[str, Any], value: bytes) -> OutgoingMessage:
+        return OutgoingMessage(
+            topic=self._settings.kafka.topic,
+            key=record_key(record, self._settings.kafka.key_fallback_field),
+            value=value,
+            headers=[
+                ("cdr.id", str(record["id"]).encode()),
+                ("cdr.source", self._source.encode()),
+                ("cdr.schema", self._encoder.schema_tag.encode()),
+            ],
+            timestamp_ms=record["endtime"],
+        )
+
+    def _dead_letter(
+        self, bill: Any, record_id: int | None, error: RecordError, batch: FetchedBatch
+    ) -> OutgoingMessage:
+        headers = [
+            ("cdr.error", str(error)[:_MAX_HEADER_TEXT].encode()),
+            ("cdr.stage", error.stage.encode()),
+            ("cdr.source", self._source.encode()),
+            ("cdr.fetch_mode", batch.mode.encode()),
+            ("cdr.fetched_at", str(batch.fetched_at_ms).encode()),
+        ]
+        if error.field:
+            headers.append(("cdr.field", error.field.encode()))
+        if record_id is not None:
+            headers.append(("cdr.id", str(record_id).encode()))
+        return OutgoingMessage(
+            topic=self._settings.kafka.dead_letter_topic,
+            key=str(record_id).encode() if record_id is not None else None,
+            value=orjson.dumps(bill),
+            headers=headers,
+            timestamp_ms=batch.fetched_at_ms,
+        )
+
+    def _advance_state(self, new_ids: list[tuple[int, int]], summary: CommitSummary) -> None:
+        state = self._state
+        state.committed.add_many(new_ids)
+        horizon_ms = int((self._clock.time() - self._settings.poll.lookback_seconds) * 1000)
+        state.committed.forget_before(horizon_ms)
+        state.committed_total += summary.produced
+        state.dead_lettered_total += summary.dead_lettered
+        state.newest_end_ms = max(state.newest_end_ms, summary.newest_end_ms)
+
+    async def _commit_until_done(self, messages: list[OutgoingMessage]) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._sink.commit(messages)
+                return
+            except RetryableError as exc:
+                attempt += 1
+                delay = exc.retry_after or self._backoff.delay(attempt)
+                log.warning(
+                    "transaction of %d messages failed (%s); producing it again in %.1fs",
+                    len(messages), exc, delay,
+                )
+                await asyncio.sleep(delay)
+            except PermanentError as exc:
+                self.status.failure = str(exc)
+                raise
+
+    def _after_commit(self, batch: FetchedBatch, summary: CommitSummary) -> None:
+        source = self._source
+        now = self._clock.time()
+        metrics.RECORDS_FETCHED.labels(source, batch.mode).inc(len(batch.bills))
+        metrics.RECORDS_DEDUPLICATED.labels(source).inc(summary.deduplicated)
+        metrics.LAST_COMMIT.labels(source).set(now)
+        if summary.produced == 0 and summary.dead_lettered == 0:
+            return
+        metrics.RECORDS_PRODUCED.labels(source, batch.mode).inc(summary.produced)
+        if batch.mode == "sweep":
+            metrics.SWEEP_RECOVERED.labels(source).inc(summary.produced)
+        metrics.UNKNOWN_FIELDS.labels(source).inc(summary.unknown_fields)
+        self._observe_records(summary.records, now)
+        self._publish_state_metrics()
+        log.info(
+            "committed %d records, %d dead letters, %d duplicates dropped (%s); %d in total",
+            summary.produced, summary.dead_lettered, summary.deduplicated, batch.mode,
+            self._state.committed_total,
+            extra={"event": "commit", "mode": batch.mode, "produced": summary.produced,
+                   "dead_lettered": summary.dead_lettered, "deduplicated": summary.deduplicated},
+        )
+
+    def _observe_records(self, records: list[dict[str, Any]], now: float) -> None:
+        source = self._source
+        latency = metrics.END_TO_END_LATENCY.labels(source)
+        for record in records:
+            latency.observe(max(0.0, now - record["endtime"] / 1000))
+            direction = metrics.direction_label(record["direction"])
+            metrics.CALLS.labels(
+                source,
+                direction,
+                metrics.callmethod_label(record["callmethod"]),
+                "true" if record["answertime"] is not None else "false",
+            ).inc()
+            metrics.BILLED_SECONDS.labels(source, direction).inc(record["billsec"])
+
+    def _publish_state_metrics(self) -> None:
+        state = self._state
+        metrics.STATE_IDS.labels(self._source).set(len(state.committed))
+        metrics.STATE_RANGES.labels(self._source).set(len(state.committed.ranges))
+        if state.newest_end_ms:
+            metrics.NEWEST_COMMITTED_END.labels(self._source).set(state.newest_end_ms / 1000)
+
+    def _freshness_lag(self) -> float:
+        newest = self._state.newest_end_ms
+        return max(0.0, self._clock.time() - newest / 1000) if newest else 0.0

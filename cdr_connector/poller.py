@@ -1,0 +1,161 @@
+"""Plans what to fetch: which dial-time windows, which pages, with how much concurrency.
+
+`syncflag=1` is a consuming read: the server marks what it returns, so the pages of a listing
+shift while it is read (after page 1 is returned, what was page 2 becomes page 1). Asking for
+pages 1, 2, 3 at once would therefore skip records (they stay unqueried and come later, but out
+of id order). Instead every request of a live round asks for page 1: on a marking server each
+one takes the next `page_size` unqueried records, so a round's answers together are the lowest
+unqueried ids, in one contiguous run, whatever order the server handles them in.
+
+A server that does not mark (or marks late) answers page 1 with the same records again. When a
+whole round brings nothing the previous round had not already brought, the poller switches to
+plain paging (pages 2, 3, ...) for the rest of the cycle. Duplicates from either case are
+removed by id when the batch is committed, against the committed state.
+
+Every bill that was returned is handed on, even when another request of the same round failed:
+a returned bill is already marked on the server and would otherwise only come back through a
+sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from cdr_connector.api import BillPage, BillQuery, VendorApi
+from cdr_connector.clock import Clock
+from cdr_connector.config import Filters, PollSettings, SourceSettings
+
+FetchMode = Literal["live", "sweep", "backfill"]
+
+# The PBX's clock and ours may disagree; a window that ends a little in the future never
+# misses a record whose dial time is ahead of our clock.
+CLOCK_SKEW_MARGIN = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedBatch:
+    """Bills from one round of requests, to be committed together in one transaction."""
+
+    mode: FetchMode
+    bills: list[Any]
+    fetched_at_ms: int
+    backlog: int | None = None
+
+
+class RoundFailedError(Exception):
+    """Some requests of a round failed after others returned bills; carries both."""
+
+    def __init__(self, batch: FetchedBatch, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.batch = batch
+        self.cause = cause
+
+
+def bill_id(bill: Any) -> int | None:
+    """The bill's id as an int, or None when it has no usable id."""
+    if not isinstance(bill, dict):
+        return None
+    value = bill.get("id")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+class Poller:
+    """Fetches rounds of bills for the live stream (syncflag=1) and for sweeps (syncflag=2)."""
+
+    def __init__(
+        self, api: VendorApi, source: SourceSettings, poll: PollSettings, clock: Clock
+    ) -> None:
+        self._api = api
+        self._source = source
+        self._poll = poll
+        self._clock = clock
+
+    def live_window(self) -> tuple[datetime, datetime]:
+        now = datetime.fromtimestamp(self._clock.time(), self._source.zone)
+        return now - timedelta(seconds=self._poll.lookback_seconds), now + CLOCK_SKEW_MARGIN
+
+    def sweep_window(self) -> tuple[datetime, datetime]:
+        now = datetime.fromtimestamp(self._clock.time(), self._source.zone)
+        return now - timedelta(seconds=self._poll.sweep_window_seconds), now + CLOCK_SKEW_MARGIN
+
+    async def live_cycle(self) -> AsyncIterator[FetchedBatch]:
+        """Rounds of new records until the server reports no unqueried record is left."""
+        start, end = self.live_window()
+        page_size, concurrency = self._poll.page_size, self._poll.concurrency
+        remaining: int | None = None
+        paging = False
+        next_page = 1
+        previous_ids: set[int] = set()
+        while remaining is None or remaining > 0:
+            count = 1 if remaining is None else min(concurrency, math.ceil(remaining / page_size))
+            pages = list(range(next_page, next_page + count)) if paging else [1] * count
+            queries = [self._query(start, end, 1, page) for page in pages]
+            answers = await self._fetch_round(queries, "live")
+            batch = FetchedBatch(
+                "live", _bills_of(answers), self._now_ms(), min(a.totalitems for a in answers)
+            )
+            yield batch
+            if not batch.bills:
+                return
+            ids = {i for i in map(bill_id, batch.bills) if i is not None}
+            if not paging and ids and ids <= previous_ids:
+                paging, next_page = True, 2
+                remaining = answers[0].totalitems - page_size
+                continue
+            previous_ids = ids
+            if paging:
+                next_page += count
+                remaining = min(a.totalitems for a in answers) - (next_page - 1) * page_size
+            else:
+                remaining = min(a.totalitems - len(a.bills) for a in answers)
+
+    async def listing(
+        self, start: datetime, end: datetime, syncflag: Literal[2, 3], mode: FetchMode
+    ) -> AsyncIterator[FetchedBatch]:
+        """Every record of a window, read without marking, `concurrency` pages per batch."""
+        first = await self._fetch_round([self._query(start, end, syncflag, 1)], mode)
+        yield FetchedBatch(mode, _bills_of(first), self._now_ms())
+        last_page = math.ceil(first[0].totalitems / self._poll.page_size)
+        for low in range(2, last_page + 1, self._poll.concurrency):
+            high = min(last_page, low + self._poll.concurrency - 1)
+            queries = [self._query(start, end, syncflag, p) for p in range(low, high + 1)]
+            answers = await self._fetch_round(queries, mode)
+            yield FetchedBatch(mode, _bills_of(answers), self._now_ms())
+
+    async def _fetch_round(self, queries: Sequence[BillQuery], mode: FetchMode) -> list[BillPage]:
+        results = await asyncio.gather(
+            *(self._api.get_bills(q) for q in queries), return_exceptions=True
+        )
+        answers = [r for r in results if isinstance(r, BillPage)]
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            partial = FetchedBatch(mode, _bills_of(answers), self._now_ms())
+            raise RoundFailedError(partial, failures[0]) from failures[0]
+        return answers
+
+    def _query(self, start: datetime, end: datetime, syncflag: Literal[1, 2, 3], page: int) -> BillQuery:
+        filters: Filters = self._source.filters
+        return BillQuery(
+            start=start,
+            end=end,
+            syncflag=syncflag,
+            page=page,
+            page_size=self._poll.page_size,
+            filters=filters,
+        )
+
+    def _now_ms(self) -> int:
+        return int(self._clock.time() * 1000)
+
+
+def _bills_of(answers: Sequence[BillPage]) -> list[Any]:
+    return [bill for answer in answers for bill in answer.bills]

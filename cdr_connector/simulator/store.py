@@ -1,0 +1,414 @@
+"""Every visible record, its queried mark, and the GetBill selection over them.
+
+Records are kept in columns (`array`s of ints, strings as vocabulary codes) in id order, with
+a `bytearray` of queried marks: a million records take about 60 MB. A record's id is its
+position plus one, so ids increase with visibility and never leave gaps.
+
+Selection must not scan the whole store for each page. The store is cut into blocks of 1024
+records; each block knows the earliest and latest start time among its records and how many
+of them are unqueried. A block entirely outside the request's window is skipped, a block
+entirely inside it (with no other filters) is counted without being read, and only the blocks
+that straddle the window's edges or hold the requested page are scanned. With no filters and a
+window covering everything, a `syncflag=1` page costs O(page + blocks) instead of O(records).
+Other filters (extnumber, destnumber, ...) scan every block in the window: they are rare.
+
+Injected raw bills (`inject`) take the next id and are served exactly as given; they are
+filtered by their `starttime` when it parses, and by each other field only when that field
+has a comparable value, so malformed bills are included rather than silently hidden.
+"""
+
+from __future__ import annotations
+
+import re
+from array import array
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from cdr_connector.simulator import generator as g
+from cdr_connector.simulator.localtime import LocalTime
+from cdr_connector.simulator.poison import Bill, poison
+
+FIRST_ID = 1
+_BLOCK_BITS = 10
+_BLOCK = 1 << _BLOCK_BITS
+_RAW = 255  # the SHAPE of an injected bill
+_CHUNK = 65_536  # rows per bulk append, to bound the memory of a large preload
+_RECORDING = re.compile(r"[0-9]{8}/[0-9]{14}-[^/]+-([0-9]{1,18})\.wav")
+_DIRECTIONS = {g.CALLIN: "callin", g.CALLOUT: "callout"}
+_DIRECTION_CODES = {name: code for code, name in _DIRECTIONS.items()}
+
+
+@dataclass(frozen=True)
+class BillQuery:
+    """A validated GetBill request. `start`/`end` are unix seconds, both inclusive; an empty
+    string or set means "all"."""
+
+    start: int
+    end: int
+    syncflag: int = 3
+    direction: int = 3
+    callmethod: int = 0
+    page: int = 1
+    per_page: int = 10
+    extnumbers: frozenset[str] = frozenset()
+    destnumber: str = ""
+    userid: str = ""
+    memberid: str = ""
+    chengshudu: str = ""
+    customuuid: str = ""
+
+    def text_filters(self) -> dict[int, str]:
+        """The exact-match text filters that are set, by Row field."""
+        wanted = {
+            g.DEST: self.destnumber,
+            g.USERID: self.userid,
+            g.MEMBERID: self.memberid,
+            g.CHENGSHUDU: self.chengshudu,
+            g.CUSTOMUUID: self.customuuid,
+        }
+        return {column: text for column, text in wanted.items() if text}
+
+
+_TEXT_FIELDS = {
+    g.DEST: "destnumber",
+    g.USERID: "userid",
+    g.MEMBERID: "memberid",
+    g.CHENGSHUDU: "chengshudu",
+    g.CUSTOMUUID: "customuuid",
+}
+
+
+@dataclass(frozen=True)
+class Selection:
+    total: int  # records matching the whole query, before any marking
+    positions: list[int]  # the requested page, in id order
+
+
+@dataclass
+class _Raw:
+    bill: Bill
+    start: int | None  # None: no parseable starttime, so inside every window
+
+
+@dataclass
+class _Matcher:
+    """The part of a query that depends on stored columns, compiled once per request."""
+
+    query: BillQuery
+    checks: list[tuple[array[int], int]] = field(default_factory=list)
+    extensions: frozenset[int] | None = None
+    # A filter names a text no generated record has: only raw bills can match.
+    impossible: bool = False
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.checks) or self.extensions is not None or self.impossible
+
+
+class RecordStore:
+    def __init__(self, pools: g.Pools, local_time: LocalTime, download_ip: str) -> None:
+        self._pools = pools
+        self._strings = pools.vocabulary.strings
+        self._local_time = local_time
+        self._download_ip = download_ip
+        self._columns: list[array[int]] = [array("i") for _ in range(g.ROW_WIDTH)]
+        self._columns[g.START] = array("q")
+        self._queried = bytearray()
+        self._raw: dict[int, _Raw] = {}
+        self._raw_recordings: set[str] = set()
+        self._unqueried = 0
+        # Per block: start-time range, unqueried count, raw bills inside.
+        self._block_min: array[int] = array("q")
+        self._block_max: array[int] = array("q")
+        self._block_unqueried: array[int] = array("i")
+        self._block_raw: array[int] = array("i")
+        # No block before this one has an unqueried record.
+        self._first_open_block = 0
+
+    def __len__(self) -> int:
+        return len(self._queried)
+
+    @property
+    def unqueried(self) -> int:
+        return self._unqueried
+
+    @property
+    def queried(self) -> int:
+        return len(self) - self._unqueried
+
+    # --- adding records -----------------------------------------------------------------
+
+    def extend(self, rows: Iterable[g.Row]) -> range:
+        """Make `rows` visible, in order; returns their ids."""
+        first = len(self)
+        iterator = iter(rows)
+        while chunk := _take(iterator, _CHUNK):
+            for column, values in zip(self._columns, zip(*chunk, strict=True), strict=True):
+                column.extend(values)
+            self._queried.extend(bytes(len(chunk)))
+            self._unqueried += len(chunk)
+            self._update_blocks(len(self) - len(chunk), len(self))
+        return range(first + FIRST_ID, len(self) + FIRST_ID)
+
+    def inject(self, bill: Bill) -> int:
+        """Make a raw bill visible as given; returns the id it takes. A bill without an `id`
+        key is served with that id; one with an `id` key is served untouched."""
+        position = len(self)
+        starttime = bill.get("starttime")
+        start = self._local_time.parse(starttime) if isinstance(starttime, str) else None
+        served = bill if "id" in bill else {"id": position + FIRST_ID, **bill}
+        self._raw[position] = _Raw(served, start)
+        recording = bill.get("recordfilename")
+        if isinstance(recording, str) and recording:
+            self._raw_recordings.add(recording)
+        placeholder = [0] * g.ROW_WIDTH
+        placeholder[g.START] = start or 0
+        placeholder[g.SHAPE] = _RAW
+        self.extend([tuple(placeholder)])
+        self._block_raw[position >> _BLOCK_BITS] += 1
+        return position + FIRST_ID
+
+    def _update_blocks(self, low: int, high: int) -> None:
+        starts = self._columns[g.START]
+        for block in range(low >> _BLOCK_BITS, ((high - 1) >> _BLOCK_BITS) + 1):
+            if block == len(self._block_min):
+                for counts in (self._block_min, self._block_max):
+                    counts.append(0)
+                for counts in (self._block_unqueried, self._block_raw):
+                    counts.append(0)
+            begin, end = block << _BLOCK_BITS, min(high, (block + 1) << _BLOCK_BITS)
+            segment = starts[begin:end]
+            self._block_min[block] = min(segment)
+            self._block_max[block] = max(segment)
+            self._block_unqueried[block] += end - max(begin, low)
+
+    # --- selecting and marking ----------------------------------------------------------
+
+    def select(self, query: BillQuery) -> Selection:
+        """The records matching `query`: their number and the requested page."""
+        matcher = self._matcher(query)
+        skip = (query.page - 1) * query.per_page
+        total = 0
+        page: list[int] = []
+        first_block = self._open_block() if query.syncflag == 1 else 0
+        for block in range(first_block, len(self._block_min)):
+            count = self._count(block, query.syncflag)
+            if count == 0:
+                continue
+            coverage = self._coverage(block, matcher)
+            if coverage == _OUTSIDE:
+                continue
+            if coverage == _INSIDE and (skip >= count or len(page) == query.per_page):
+                total += count
+                skip -= min(skip, count)
+                continue
+            for position in self._scan(block, matcher):
+                total += 1
+                if skip:
+                    skip -= 1
+                elif len(page) < query.per_page:
+                    page.append(position)
+        return Selection(total, page)
+
+    def mark(self, positions: Iterable[int]) -> int:
+        """Mark records as queried; returns how many were not yet."""
+        newly = 0
+        queried, unqueried = self._queried, self._block_unqueried
+        for position in positions:
+            if not queried[position]:
+                queried[position] = 1
+                unqueried[position >> _BLOCK_BITS] -= 1
+                newly += 1
+        self._unqueried -= newly
+        return newly
+
+    def take_unqueried(self, limit: int) -> list[int]:
+        """Mark the first `limit` unqueried records as queried, as another reader would."""
+        taken: list[int] = []
+        block = self._open_block()
+        while len(taken) < limit and block < len(self._block_min):
+            if self._block_unqueried[block]:
+                begin = block << _BLOCK_BITS
+                for position in range(begin, min(len(self), begin + _BLOCK)):
+                    if not self._queried[position] and len(taken) < limit:
+                        taken.append(position)
+            block += 1
+        self.mark(taken)
+        return taken
+
+    def _open_block(self) -> int:
+        while (
+            self._first_open_block < len(self._block_unqueried)
+            and self._block_unqueried[self._first_open_block] == 0
+        ):
+            self._first_open_block += 1
+        return self._first_open_block
+
+    def _count(self, block: int, syncflag: int) -> int:
+        size = min(_BLOCK, len(self) - (block << _BLOCK_BITS))
+        if syncflag == 1:
+            return self._block_unqueried[block]
+        if syncflag == 2:
+            return size - self._block_unqueried[block]
+        return size
+
+    def _coverage(self, block: int, matcher: _Matcher) -> int:
+        if self._block_raw[block]:
+            return _PARTLY
+        if matcher.impossible:
+            return _OUTSIDE
+        query = matcher.query
+        low, high = self._block_min[block], self._block_max[block]
+        if high < query.start or low > query.end:
+            return _OUTSIDE
+        if query.start <= low and high <= query.end and not matcher.filtered:
+            return _INSIDE
+        return _PARTLY
+
+    def _scan(self, block: int, matcher: _Matcher) -> Iterator[int]:
+        query = matcher.query
+        wanted = {1: 0, 2: 1}.get(query.syncflag)
+        queried, starts, shapes = self._queried, self._columns[g.START], self._columns[g.SHAPE]
+        extensions, ext_column = matcher.extensions, self._columns[g.EXT]
+        begin = block << _BLOCK_BITS
+        for position in range(begin, min(len(self), begin + _BLOCK)):
+            if wanted is not None and queried[position] != wanted:
+                continue
+            if shapes[position] == _RAW:
+                if _raw_matches(self._raw[position], query):
+                    yield position
+                continue
+            if matcher.impossible or not query.start <= starts[position] <= query.end:
+                continue
+            if extensions is not None and ext_column[position] not in extensions:
+                continue
+            if all(column[position] == code for column, code in matcher.checks):
+                yield position
+
+    def _matcher(self, query: BillQuery) -> _Matcher:
+        vocabulary = self._pools.vocabulary
+        matcher = _Matcher(query)
+        if query.direction != 3:
+            direction = g.CALLIN if query.direction == 1 else g.CALLOUT
+            matcher.checks.append((self._columns[g.DIRECTION], direction))
+        if query.callmethod:
+            matcher.checks.append((self._columns[g.CALLMETHOD], query.callmethod))
+        for column, text in query.text_filters().items():
+            code = vocabulary.lookup(text)
+            if code is None:
+                matcher.impossible = True
+            else:
+                matcher.checks.append((self._columns[column], code))
+        if query.extnumbers:
+            codes = {vocabulary.lookup(ext) for ext in query.extnumbers}
+            matcher.extensions = frozenset(code for code in codes if code is not None)
+            matcher.impossible |= not matcher.extensions
+        return matcher
+
+    # --- rendering ----------------------------------------------------------------------
+
+    def render(self, position: int) -> Bill:
+        """The bill as GetBill serves it."""
+        columns = self._columns
+        shape = columns[g.SHAPE][position]
+        if shape == _RAW:
+            return self._raw[position].bill
+        strings, fmt = self._strings, self._local_time.format
+        start = columns[g.START][position]
+        duration = columns[g.DURATION][position]
+        billsec = columns[g.BILLSEC][position]
+        end = start + duration
+        starttime = fmt(start)
+        record = self._recordfilename(position, starttime) if billsec else ""
+        bill: Bill = {
+            "id": position + FIRST_ID,
+            "extnumber": strings[columns[g.EXT][position]],
+            "destnumber": strings[columns[g.DEST][position]],
+            "displaynumber": strings[columns[g.DISPLAY][position]],
+            "starttime": starttime,
+            "answertime": fmt(end - billsec) if billsec else None,
+            "endtime": fmt(end),
+            "duration": duration,
+            "billsec": billsec,
+            "direction": _DIRECTIONS[columns[g.DIRECTION][position]],
+            "callmethod": columns[g.CALLMETHOD][position],
+            "userid": strings[columns[g.USERID][position]],
+            "memberid": strings[columns[g.MEMBERID][position]],
+            "chengshudu": strings[columns[g.CHENGSHUDU][position]],
+            "customuuid": strings[columns[g.CUSTOMUUID][position]],
+            "recordfilename": record,
+            "downloadip": self._download_ip if billsec else "",
+            "hangupdirection": columns[g.HANGUPDIRECTION][position],
+            "hangupcause": columns[g.HANGUPCAUSE][position],
+            "userkey": strings[columns[g.USERKEY][position]],
+        }
+        if shape:
+            poison(bill, shape)
+        return bill
+
+    def render_from(self, after_id: int, limit: int) -> list[Bill]:
+        """Up to `limit` bills with ids above `after_id`, in id order."""
+        first = max(0, after_id + 1 - FIRST_ID)
+        return [self.render(position) for position in range(first, min(len(self), first + limit))]
+
+    def has_recording(self, filename: str) -> bool:
+        if filename in self._raw_recordings:
+            return True
+        found = _RECORDING.fullmatch(filename)
+        if found is None:
+            return False
+        position = int(found[1]) - FIRST_ID
+        if not 0 <= position < len(self) or self._columns[g.SHAPE][position] == _RAW:
+            return False
+        if not self._columns[g.BILLSEC][position]:
+            return False
+        starttime = self._local_time.format(self._columns[g.START][position])
+        return self._recordfilename(position, starttime) == filename
+
+    def _recordfilename(self, position: int, starttime: str) -> str:
+        stamp = starttime.replace("-", "").replace(":", "").replace(" ", "")
+        ext = self._strings[self._columns[g.EXT][position]] or "ivr"
+        return f"{stamp[:8]}/{stamp}-{ext}-{position + FIRST_ID}.wav"
+
+
+_OUTSIDE, _PARTLY, _INSIDE = range(3)
+
+
+def _take(iterator: Iterator[g.Row], count: int) -> list[g.Row]:
+    chunk = []
+    for row in iterator:
+        chunk.append(row)
+        if len(chunk) == count:
+            break
+    return chunk
+
+
+def _raw_matches(raw: _Raw, query: BillQuery) -> bool:
+    """Lenient filtering of an injected bill: a filter applies only where the bill has a
+    value it can be compared with."""
+    bill = raw.bill
+    if raw.start is not None and not query.start <= raw.start <= query.end:
+        return False
+    if query.direction != 3:
+        direction = _DIRECTION_CODES.get(bill.get("direction"))  # type: ignore[arg-type]
+        if direction is not None and direction != query.direction:
+            return False
+    method = bill.get("callmethod")
+    if query.callmethod and _is_int(method) and method != query.callmethod:
+        return False
+    ext = bill.get("extnumber")
+    if query.extnumbers and isinstance(ext, str) and ext not in query.extnumbers:
+        return False
+    for column, text in query.text_filters().items():
+        value = bill.get(_TEXT_FIELDS[column])
+        if isinstance(value, str) and value != text:
+            return False
+    return True
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+RowFactory = Callable[[float], g.Row]
