@@ -282,7 +282,7 @@ class CallFactory:
 
 
 def backlog(
-    pools: Pools, seed: int, count: int, end: float, span: float, poison_rate: float
+    pools: Pools, seed: int, count: int, *, end: float, span: float, poison_rate: float
 ) -> Iterator[Row]:
     """`count` calls whose records became visible, in order, during the `span` seconds
     before `end`."""

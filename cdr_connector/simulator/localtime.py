@@ -23,14 +23,16 @@ class LocalTime:
         self._dates: dict[int, str] = {}
 
     def format(self, unix: int) -> str:
-        local = unix + self._offset(unix)
-        day, second = divmod(local, 86_400)
+        slot = unix // _SLOT
+        offset = self._offsets.get(slot)
+        if offset is None:
+            offset = self._offset(slot)
+        day, second = divmod(unix + offset, 86_400)
         date = self._dates.get(day)
         if date is None:
-            date = dt.date.fromordinal(_EPOCH_ORDINAL + day).isoformat()
+            date = dt.date.fromordinal(_EPOCH_ORDINAL + day).isoformat() + " "
             self._dates[day] = date
-        hour, rest = divmod(second, 3600)
-        return f"{date} {hour:02d}:{rest // 60:02d}:{rest % 60:02d}"
+        return date + _CLOCK_FACES[second]
 
     def parse(self, text: str) -> int | None:
         """Unix seconds of a strictly formatted local time, or None if it is not one."""
@@ -42,15 +44,18 @@ class LocalTime:
         except (ValueError, OverflowError):
             return None
 
-    def _offset(self, unix: int) -> int:
-        slot = unix // _SLOT
-        offset = self._offsets.get(slot)
-        if offset is None:
-            moment = dt.datetime.fromtimestamp(slot * _SLOT, self.zone)
-            delta = moment.utcoffset()
-            offset = int(delta.total_seconds()) if delta is not None else 0
-            self._offsets[slot] = offset
+    def _offset(self, slot: int) -> int:
+        delta = dt.datetime.fromtimestamp(slot * _SLOT, self.zone).utcoffset()
+        offset = int(delta.total_seconds()) if delta is not None else 0
+        self._offsets[slot] = offset
         return offset
 
 
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+# "hh:mm:ss" of every second of a day (5 MB): one index instead of three divisions per time.
+_CLOCK_FACES = tuple(
+    f"{hour:02d}:{minute:02d}:{second:02d}"
+    for hour in range(24)
+    for minute in range(60)
+    for second in range(60)
+)

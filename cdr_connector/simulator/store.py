@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,11 +118,18 @@ class RecordStore:
         self._raw: dict[int, _Raw] = {}
         self._raw_recordings: set[str] = set()
         self._unqueried = 0
+        self.poisoned = 0  # generated bills served malformed
         # Per block: start-time range, unqueried count, raw bills inside.
         self._block_min: array[int] = array("q")
         self._block_max: array[int] = array("q")
         self._block_unqueried: array[int] = array("i")
         self._block_raw: array[int] = array("i")
+        self._per_block = (
+            self._block_min,
+            self._block_max,
+            self._block_unqueried,
+            self._block_raw,
+        )
         # No block before this one has an unqueried record.
         self._first_open_block = 0
 
@@ -144,8 +151,11 @@ class RecordStore:
         first = len(self)
         iterator = iter(rows)
         while chunk := _take(iterator, _CHUNK):
-            for column, values in zip(self._columns, zip(*chunk, strict=True), strict=True):
+            fields = list(zip(*chunk, strict=True))
+            for column, values in zip(self._columns, fields, strict=True):
                 column.extend(values)
+            shapes = fields[g.SHAPE]
+            self.poisoned += len(shapes) - shapes.count(g.WELL_FORMED) - shapes.count(_RAW)
             self._queried.extend(bytes(len(chunk)))
             self._unqueried += len(chunk)
             self._update_blocks(len(self) - len(chunk), len(self))
@@ -173,10 +183,8 @@ class RecordStore:
         starts = self._columns[g.START]
         for block in range(low >> _BLOCK_BITS, ((high - 1) >> _BLOCK_BITS) + 1):
             if block == len(self._block_min):
-                for counts in (self._block_min, self._block_max):
-                    counts.append(0)
-                for counts in (self._block_unqueried, self._block_raw):
-                    counts.append(0)
+                for per_block in self._per_block:
+                    per_block.append(0)
             begin, end = block << _BLOCK_BITS, min(high, (block + 1) << _BLOCK_BITS)
             segment = starts[begin:end]
             self._block_min[block] = min(segment)
@@ -228,11 +236,12 @@ class RecordStore:
         taken: list[int] = []
         block = self._open_block()
         while len(taken) < limit and block < len(self._block_min):
-            if self._block_unqueried[block]:
-                begin = block << _BLOCK_BITS
-                for position in range(begin, min(len(self), begin + _BLOCK)):
-                    if not self._queried[position] and len(taken) < limit:
-                        taken.append(position)
+            begin = block << _BLOCK_BITS
+            for position in range(begin, min(len(self), begin + _BLOCK)):
+                if len(taken) == limit:
+                    break
+                if not self._queried[position]:
+                    taken.append(position)
             block += 1
         self.mark(taken)
         return taken
@@ -290,8 +299,8 @@ class RecordStore:
         vocabulary = self._pools.vocabulary
         matcher = _Matcher(query)
         if query.direction != 3:
-            direction = g.CALLIN if query.direction == 1 else g.CALLOUT
-            matcher.checks.append((self._columns[g.DIRECTION], direction))
+            # The filter's numbers (1 callin, 2 callout) are the stored ones.
+            matcher.checks.append((self._columns[g.DIRECTION], query.direction))
         if query.callmethod:
             matcher.checks.append((self._columns[g.CALLMETHOD], query.callmethod))
         for column, text in query.text_filters().items():
@@ -308,49 +317,55 @@ class RecordStore:
 
     # --- rendering ----------------------------------------------------------------------
 
-    def render(self, position: int) -> Bill:
-        """The bill as GetBill serves it."""
-        columns = self._columns
-        shape = columns[g.SHAPE][position]
-        if shape == _RAW:
-            return self._raw[position].bill
-        strings, fmt = self._strings, self._local_time.format
-        start = columns[g.START][position]
-        duration = columns[g.DURATION][position]
-        billsec = columns[g.BILLSEC][position]
-        end = start + duration
-        starttime = fmt(start)
-        record = self._recordfilename(position, starttime) if billsec else ""
-        bill: Bill = {
-            "id": position + FIRST_ID,
-            "extnumber": strings[columns[g.EXT][position]],
-            "destnumber": strings[columns[g.DEST][position]],
-            "displaynumber": strings[columns[g.DISPLAY][position]],
-            "starttime": starttime,
-            "answertime": fmt(end - billsec) if billsec else None,
-            "endtime": fmt(end),
-            "duration": duration,
-            "billsec": billsec,
-            "direction": _DIRECTIONS[columns[g.DIRECTION][position]],
-            "callmethod": columns[g.CALLMETHOD][position],
-            "userid": strings[columns[g.USERID][position]],
-            "memberid": strings[columns[g.MEMBERID][position]],
-            "chengshudu": strings[columns[g.CHENGSHUDU][position]],
-            "customuuid": strings[columns[g.CUSTOMUUID][position]],
-            "recordfilename": record,
-            "downloadip": self._download_ip if billsec else "",
-            "hangupdirection": columns[g.HANGUPDIRECTION][position],
-            "hangupcause": columns[g.HANGUPCAUSE][position],
-            "userkey": strings[columns[g.USERKEY][position]],
-        }
-        if shape:
-            poison(bill, shape)
-        return bill
+    def render(self, positions: Iterable[int]) -> list[Bill]:
+        """The bills as GetBill serves them. This is the hot path of every page, hence the
+        columns bound to locals."""
+        (start_, duration_, billsec_, ext_, dest_, display_, direction_, method_, userid_,
+         memberid_, chengshudu_, customuuid_, hangupdirection_, hangupcause_, userkey_,
+         shape_) = self._columns  # fmt: skip
+        strings, fmt, ip = self._strings, self._local_time.format, self._download_ip
+        bills: list[Bill] = []
+        for position in positions:
+            shape = shape_[position]
+            if shape == _RAW:
+                bills.append(self._raw[position].bill)
+                continue
+            start = start_[position]
+            billsec = billsec_[position]
+            end = start + duration_[position]
+            starttime = fmt(start)
+            ext = strings[ext_[position]]
+            bill: Bill = {
+                "id": position + FIRST_ID,
+                "extnumber": ext,
+                "destnumber": strings[dest_[position]],
+                "displaynumber": strings[display_[position]],
+                "starttime": starttime,
+                "answertime": fmt(end - billsec) if billsec else None,
+                "endtime": fmt(end),
+                "duration": duration_[position],
+                "billsec": billsec,
+                "direction": _DIRECTIONS[direction_[position]],
+                "callmethod": method_[position],
+                "userid": strings[userid_[position]],
+                "memberid": strings[memberid_[position]],
+                "chengshudu": strings[chengshudu_[position]],
+                "customuuid": strings[customuuid_[position]],
+                "recordfilename": _recordfilename(position, starttime, ext) if billsec else "",
+                "downloadip": ip if billsec else "",
+                "hangupdirection": hangupdirection_[position],
+                "hangupcause": hangupcause_[position],
+                "userkey": strings[userkey_[position]],
+            }
+            if shape:
+                poison(bill, shape)
+            bills.append(bill)
+        return bills
 
     def render_from(self, after_id: int, limit: int) -> list[Bill]:
         """Up to `limit` bills with ids above `after_id`, in id order."""
         first = max(0, after_id + 1 - FIRST_ID)
-        return [self.render(position) for position in range(first, min(len(self), first + limit))]
+        return self.render(range(first, min(len(self), first + limit)))
 
     def has_recording(self, filename: str) -> bool:
         if filename in self._raw_recordings:
@@ -363,16 +378,15 @@ class RecordStore:
             return False
         if not self._columns[g.BILLSEC][position]:
             return False
-        starttime = self._local_time.format(self._columns[g.START][position])
-        return self._recordfilename(position, starttime) == filename
-
-    def _recordfilename(self, position: int, starttime: str) -> str:
-        stamp = starttime.replace("-", "").replace(":", "").replace(" ", "")
-        ext = self._strings[self._columns[g.EXT][position]] or "ivr"
-        return f"{stamp[:8]}/{stamp}-{ext}-{position + FIRST_ID}.wav"
+        return bool(self.render([position])[0]["recordfilename"] == filename)
 
 
 _OUTSIDE, _PARTLY, _INSIDE = range(3)
+
+
+def _recordfilename(position: int, starttime: str, ext: str) -> str:
+    stamp = starttime.replace("-", "").replace(":", "").replace(" ", "")
+    return f"{stamp[:8]}/{stamp}-{ext or 'ivr'}-{position + FIRST_ID}.wav"
 
 
 def _take(iterator: Iterator[g.Row], count: int) -> list[g.Row]:
@@ -390,10 +404,13 @@ def _raw_matches(raw: _Raw, query: BillQuery) -> bool:
     bill = raw.bill
     if raw.start is not None and not query.start <= raw.start <= query.end:
         return False
-    if query.direction != 3:
-        direction = _DIRECTION_CODES.get(bill.get("direction"))  # type: ignore[arg-type]
-        if direction is not None and direction != query.direction:
-            return False
+    direction = bill.get("direction")
+    if (
+        query.direction != 3
+        and isinstance(direction, str)
+        and _DIRECTION_CODES.get(direction, query.direction) != query.direction
+    ):
+        return False
     method = bill.get("callmethod")
     if query.callmethod and _is_int(method) and method != query.callmethod:
         return False
@@ -409,6 +426,3 @@ def _raw_matches(raw: _Raw, query: BillQuery) -> bool:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-RowFactory = Callable[[float], g.Row]

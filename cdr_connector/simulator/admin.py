@@ -1,0 +1,117 @@
+"""`/admin/`: switch faults, inject and generate records, and see what the simulator did.
+Plain JSON in and out; errors are HTTP 400 with `{"error": "..."}`. Faults never touch these."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from cdr_connector.simulator.state import STATE
+
+MAX_GENERATE = 100_000  # per call, to keep the event loop responsive (about 0.5 s)
+MAX_RECORDS_PAGE = 10_000
+
+routes = web.RouteTableDef()
+
+
+def _json(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(
+        body=orjson.dumps({"error": message}), content_type="application/json"
+    )
+
+
+async def _body(request: web.Request) -> Any:
+    raw = await request.read()
+    try:
+        return orjson.loads(raw or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise _bad_request(f"the body is not JSON: {exc}") from exc
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= 18 and low <= int(text) <= high):
+        raise _bad_request(f"{name} must be an integer in {low}..{high}, got {text!r}")
+    return int(text)
+
+
+@routes.get("/admin/faults")
+async def get_faults(request: web.Request) -> web.Response:
+    return _json(request.app[STATE].faults.config.as_dict())
+
+
+@routes.post("/admin/faults")
+async def update_faults(request: web.Request) -> web.Response:
+    """Partial update: `{"drop_rate": 0.1, "racing": true}`; unknown keys are refused."""
+    changes = await _body(request)
+    if not isinstance(changes, dict):
+        raise _bad_request("the body must be a JSON object of fault settings")
+    try:
+        config = request.app[STATE].faults.update(changes)
+    except (ValueError, TypeError) as exc:
+        raise _bad_request(str(exc)) from exc
+    return _json(config.as_dict())
+
+
+@routes.post("/admin/revoke-tokens")
+async def revoke_tokens(request: web.Request) -> web.Response:
+    return _json({"revoked": request.app[STATE].tokens.revoke_all()})
+
+
+@routes.post("/admin/inject")
+async def inject(request: web.Request) -> web.Response:
+    """A raw bill object, or a list of them, served as given; answers the ids they took."""
+    payload = await _body(request)
+    bills = payload if isinstance(payload, list) else [payload]
+    if not bills or not all(isinstance(bill, dict) for bill in bills):
+        raise _bad_request("the body must be a bill object or a non-empty list of them")
+    store = request.app[STATE].store
+    return _json({"ids": [store.inject(bill) for bill in bills]})
+
+
+@routes.post("/admin/generate")
+async def generate(request: web.Request) -> web.Response:
+    """`{"count": N}`: N more calls visible now, the same ones for the same seed."""
+    payload = await _body(request)
+    count = payload.get("count") if isinstance(payload, dict) else None
+    if not (type(count) is int and 1 <= count <= MAX_GENERATE):
+        raise _bad_request(f"count must be an integer in 1..{MAX_GENERATE}")
+    ids = request.app[STATE].generate(count)
+    return _json({"first_id": ids.start, "last_id": ids.stop - 1, "count": len(ids)})
+
+
+@routes.get("/admin/stats")
+async def stats(request: web.Request) -> web.Response:
+    return _json(request.app[STATE].stats())
+
+
+@routes.get("/admin/records")
+async def records(request: web.Request) -> web.Response:
+    """Every visible record as GetBill renders it, whether queried or not:
+    `?after_id=0&limit=1000`; follow `next_after_id` until `records` is empty."""
+    after_id = _int_param(request, "after_id", 0, 0, 10**18)
+    limit = _int_param(request, "limit", 1000, 1, MAX_RECORDS_PAGE)
+    store = request.app[STATE].store
+    bills = store.render_from(after_id, limit)
+    next_after_id = after_id + len(bills)
+    return _json({"records": bills, "next_after_id": next_after_id, "visible": len(store)})
+
+
+@routes.post("/admin/pause")
+async def pause(request: web.Request) -> web.Response:
+    request.app[STATE].pause()
+    return _json({"paused": True})
+
+
+@routes.post("/admin/resume")
+async def resume(request: web.Request) -> web.Response:
+    request.app[STATE].resume()
+    return _json({"paused": False})

@@ -1,0 +1,92 @@
+"""Everything one simulator instance holds, shared by the HTTP handlers and the background
+tasks. All of it is used from the event loop's thread only, except `preload`, which runs in
+an executor before the server listens."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from typing import Any
+
+from aiohttp import web
+
+from cdr_connector.simulator.clock import Clock
+from cdr_connector.simulator.config import SimulatorConfig
+from cdr_connector.simulator.faults import FaultInjector
+from cdr_connector.simulator.generator import CallFactory, Pools, backlog
+from cdr_connector.simulator.localtime import LocalTime
+from cdr_connector.simulator.store import RecordStore
+from cdr_connector.simulator.tokens import TokenRegistry
+
+
+class SimulatorState:
+    def __init__(self, config: SimulatorConfig, clock: Clock) -> None:
+        self.config = config
+        self.clock = clock
+        self.local_time = LocalTime(config.zone)
+        self.pools = Pools.build(config.seed)
+        self.store = RecordStore(self.pools, self.local_time, download_ip=config.host)
+        self.tokens = TokenRegistry(clock, config.token_ttl)
+        self.faults = FaultInjector(config.faults, config.seed)
+        # One random stream each, so that live traffic does not change what
+        # /admin/generate produces and vice versa.
+        self.live_calls = CallFactory(self.pools, random.Random(f"{config.seed}/live"))
+        self._admin_calls = CallFactory(self.pools, random.Random(f"{config.seed}/generate"))
+        self.requests: Counter[tuple[str, str]] = Counter()
+        self.taken_by_competitor = 0
+        self.unexpected_errors = 0
+        self.paused = False
+        self._resumed = asyncio.Event()
+
+    def preload(self) -> None:
+        """Make the configured backlog visible, ending now. Blocking: seconds per million."""
+        config = self.config
+        rows = backlog(
+            self.pools,
+            config.seed,
+            config.backlog,
+            end=self.clock.time(),
+            span=config.backlog_span,
+            poison_rate=config.faults.poison_rate,
+        )
+        self.store.extend(rows)
+
+    def generate(self, count: int) -> range:
+        """Make `count` more calls visible now; returns their ids."""
+        now = self.clock.time()
+        poison_rate = self.faults.config.poison_rate
+        return self.store.extend(self._admin_calls.call(now, poison_rate) for _ in range(count))
+
+    def pause(self) -> None:
+        self.paused = True
+        self._resumed.clear()
+
+    def resume(self) -> None:
+        self.paused = False
+        self._resumed.set()
+
+    async def wait_resumed(self) -> None:
+        await self._resumed.wait()
+
+    def stats(self) -> dict[str, Any]:
+        store = self.store
+        requests: dict[str, dict[str, int]] = {}
+        for (service, outcome), count in sorted(self.requests.items()):
+            requests.setdefault(service, {})[outcome] = count
+        return {
+            "records": {
+                "visible": len(store),
+                "unqueried": store.unqueried,
+                "queried": store.queried,
+                "taken_by_competitor": self.taken_by_competitor,
+                "poisoned": store.poisoned,
+            },
+            "requests": requests,
+            "faults": dict(sorted(self.faults.injected.items())),
+            "unexpected_errors": self.unexpected_errors,
+            "live": {"rate": self.config.rate, "paused": self.paused},
+        }
+
+
+STATE = web.AppKey("simulator_state", SimulatorState)
