@@ -44,7 +44,9 @@ die() {
     exit 1
 }
 
-[[ "$PORT" =~ ^[0-9]+$ ]] && ((PORT > 0 && PORT < 65535)) || die "KAFKA_PORT must be a port number, got '$PORT'"
+if ! [[ "$PORT" =~ ^[0-9]+$ ]] || ((PORT < 1 || PORT > 65534)); then
+    die "KAFKA_PORT must be a port number below 65535, got '$PORT'"
+fi
 CONTROLLER_PORT=$((PORT + 1))
 ADDRESS="127.0.0.1:$PORT"
 
@@ -83,9 +85,12 @@ resolve_jars() {
         classpath_is_current && exit 0
         command -v mvn >/dev/null || die "mvn not found: Maven is needed once to fetch the Kafka jars"
         log "resolving the Kafka jars with Maven into $CACHE_DIR/m2 ..."
-        if ! mvn -B -q -f "$POM" -Dmaven.repo.local="$CACHE_DIR/m2" \
-            dependency:build-classpath -Dmdep.includeScope=runtime \
-            -Dmdep.outputFile="$CLASSPATH_FILE.tmp" >"$CACHE_DIR/mvn.log" 2>&1; then
+        local -a mvn_args=(-B -q -f "$POM" -Dmaven.repo.local="$CACHE_DIR/m2"
+            dependency:build-classpath -Dmdep.includeScope=runtime
+            -Dmdep.outputFile="$CLASSPATH_FILE.tmp")
+        # Offline first: everything may already be in the cache.
+        if ! mvn -o "${mvn_args[@]}" >"$CACHE_DIR/mvn.log" 2>&1 &&
+            ! mvn "${mvn_args[@]}" >"$CACHE_DIR/mvn.log" 2>&1; then
             tail -n 40 "$CACHE_DIR/mvn.log" >&2
             die "Maven could not resolve the Kafka jars (log: $CACHE_DIR/mvn.log)"
         fi
@@ -198,6 +203,8 @@ EOF
     cat >"$RUN_DIR/log4j2.properties" <<EOF
 status = warn
 name = kafka-dev-broker
+# Keep logging through the broker's own shutdown hook (each event is flushed as written).
+shutdownHook = disable
 appender.file.type = RollingFile
 appender.file.name = FILE
 appender.file.fileName = $RUN_DIR/broker.log
@@ -301,7 +308,7 @@ cmd_start() {
     lock_run_dir
 
     if pid="$(broker_pid)"; then
-        running_addr="$(cat "$ADDR_FILE" 2>/dev/null || true)"
+        running_addr="$(cat "$ADDR_FILE" 2>/dev/null || echo "$ADDRESS")"
         if [[ -n "${KAFKA_PORT:-}" && "$running_addr" != "$ADDRESS" ]]; then
             die "a broker from $RUN_DIR already runs on ${running_addr:-an unknown port} (pid $pid); stop it first or use another KAFKA_RUN_DIR"
         fi
