@@ -1,0 +1,27 @@
+"""The vendor's call-record API: the `VendorApi` contract, its HTTP client, and the values
+that cross it."""
+
+from cdr_connector.api.client import (
+    GET_BILL,
+    GET_RECORD_FILE,
+    LOGIN,
+    VendorApi,
+    VendorApiClient,
+    default_session_factory,
+    tls_option,
+)
+from cdr_connector.api.models import PBX_TIME_FORMAT, BillPage, BillQuery, SyncFlag
+
+__all__ = [
+    "GET_BILL",
+    "GET_RECORD_FILE",
+    "LOGIN",
+    "PBX_TIME_FORMAT",
+    "BillPage",
+    "BillQuery",
+    "SyncFlag",
+    "VendorApi",
+    "VendorApiClient",
+    "default_session_factory",
+    "tls_option",
+]
