@@ -21,9 +21,8 @@ def _json(payload: Any, status: int = 200) -> web.Response:
 
 
 def _bad_request(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(
-        body=orjson.dumps({"error": message}), content_type="application/json"
-    )
+    text = orjson.dumps({"error": message}).decode()
+    return web.HTTPBadRequest(text=text, content_type="application/json")
 
 
 async def _body(request: web.Request) -> Any:

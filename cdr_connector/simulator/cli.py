@@ -1,4 +1,7 @@
-"""`cdr-connector simulate`: run the simulator until SIGINT or SIGTERM."""
+"""`cdr-connector simulate`: run the simulator until SIGINT or SIGTERM.
+
+The main CLI calls `add_arguments` and `run`; `main` runs it without the rest of the project's
+CLI (`python -m cdr_connector.simulator.cli --port 8080`)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
+from collections.abc import Sequence
 
 from cdr_connector.simulator.config import FaultConfig, SimulatorConfig
 from cdr_connector.simulator.running import running_simulator
@@ -126,3 +131,14 @@ async def _serve(config: SimulatorConfig) -> None:
         )
         await stop.wait()
     log.info("simulator stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m cdr_connector.simulator.cli [options]`, the simulator on its own."""
+    parser = argparse.ArgumentParser(prog="simulator", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

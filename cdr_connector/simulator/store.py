@@ -1,7 +1,7 @@
 """Every visible record, its queried mark, and the GetBill selection over them.
 
 Records are kept in columns (`array`s of ints, strings as vocabulary codes) in id order, with
-a `bytearray` of queried marks: a million records take about 60 MB. A record's id is its
+a `bytearray` of queried marks: a million records take about 70 MB. A record's id is its
 position plus one, so ids increase with visibility and never leave gaps.
 
 Selection must not scan the whole store for each page. The store is cut into blocks of 1024
@@ -10,7 +10,8 @@ of them are unqueried. A block entirely outside the request's window is skipped,
 entirely inside it (with no other filters) is counted without being read, and only the blocks
 that straddle the window's edges or hold the requested page are scanned. With no filters and a
 window covering everything, a `syncflag=1` page costs O(page + blocks) instead of O(records).
-Other filters (extnumber, destnumber, ...) scan every block in the window: they are rare.
+Other filters (extnumber, destnumber, ...) scan every block in the window, about 0.15 s per
+million records: they are rare.
 
 Injected raw bills (`inject`) take the next id and are served exactly as given; they are
 filtered by their `starttime` when it parses, and by each other field only when that field
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import re
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,12 +212,13 @@ class RecordStore:
                 total += count
                 skip -= min(skip, count)
                 continue
-            for position in self._scan(block, matcher):
-                total += 1
-                if skip:
-                    skip -= 1
-                elif len(page) < query.per_page:
-                    page.append(position)
+            matches = self._scan(block, matcher)
+            total += len(matches)
+            if skip >= len(matches):
+                skip -= len(matches)
+                continue
+            page.extend(matches[skip : skip + query.per_page - len(page)])
+            skip = 0
         return Selection(total, page)
 
     def mark(self, positions: Iterable[int]) -> int:
@@ -275,25 +277,31 @@ class RecordStore:
             return _INSIDE
         return _PARTLY
 
-    def _scan(self, block: int, matcher: _Matcher) -> Iterator[int]:
+    def _scan(self, block: int, matcher: _Matcher) -> list[int]:
+        """The block's matching positions, in order: one list comprehension per condition,
+        several times faster than testing each record in turn."""
         query = matcher.query
-        wanted = {1: 0, 2: 1}.get(query.syncflag)
-        queried, starts, shapes = self._queried, self._columns[g.START], self._columns[g.SHAPE]
-        extensions, ext_column = matcher.extensions, self._columns[g.EXT]
         begin = block << _BLOCK_BITS
-        for position in range(begin, min(len(self), begin + _BLOCK)):
-            if wanted is not None and queried[position] != wanted:
-                continue
-            if shapes[position] == _RAW:
-                if _raw_matches(self._raw[position], query):
-                    yield position
-                continue
-            if matcher.impossible or not query.start <= starts[position] <= query.end:
-                continue
-            if extensions is not None and ext_column[position] not in extensions:
-                continue
-            if all(column[position] == code for column, code in matcher.checks):
-                yield position
+        candidates: Sequence[int] = range(begin, min(len(self), begin + _BLOCK))
+        wanted = {1: 0, 2: 1}.get(query.syncflag)
+        if wanted is not None:
+            queried = self._queried
+            candidates = [p for p in candidates if queried[p] == wanted]
+        raw: list[int] = []
+        if self._block_raw[block]:
+            shapes, bills = self._columns[g.SHAPE], self._raw
+            raw = [p for p in candidates if shapes[p] == _RAW and _raw_matches(bills[p], query)]
+            candidates = [p for p in candidates if shapes[p] != _RAW]
+        if matcher.impossible:
+            return raw
+        starts, low, high = self._columns[g.START], query.start, query.end
+        candidates = [p for p in candidates if low <= starts[p] <= high]
+        if matcher.extensions is not None:
+            extensions, ext_column = matcher.extensions, self._columns[g.EXT]
+            candidates = [p for p in candidates if ext_column[p] in extensions]
+        for column, code in matcher.checks:
+            candidates = [p for p in candidates if column[p] == code]
+        return sorted(raw + candidates) if raw else candidates
 
     def _matcher(self, query: BillQuery) -> _Matcher:
         vocabulary = self._pools.vocabulary
