@@ -24,6 +24,7 @@ from cdr_connector.simulator.envelope import (
     ServiceError,
     encode,
 )
+from cdr_connector.simulator.faults import Fault
 from cdr_connector.simulator.services import FAULTY, RECORDINGS_PATH, SERVICES, Form
 from cdr_connector.simulator.state import STATE, SimulatorState
 
@@ -73,18 +74,10 @@ async def _api(request: web.Request) -> web.StreamResponse:
     form, form_error = await _read_form(request)
     service = form.get("service", "")
     label = service if service in SERVICES else "unknown"
-    fault = None
-    if service in FAULTY and form_error is None:
-        delay = state.faults.latency()
-        if delay:
-            await asyncio.sleep(delay)
-        fault = state.faults.draw()
+    fault = await _pick_fault(state) if service in FAULTY and form_error is None else None
     if fault == "drop":
         state.requests[label, fault] += 1
-        if request.transport is not None:
-            request.transport.close()
-        # Writing this to the closed transport fails, which aiohttp takes quietly.
-        return web.Response()
+        return _drop(request)
     if fault == "http_5xx":
         status = state.faults.http_status()
         state.requests[label, f"http_{status}"] += 1
@@ -107,6 +100,21 @@ async def _api(request: web.Request) -> web.StreamResponse:
         body = state.faults.mangle(body)
     state.requests[label, fault or f"ret_{ret}"] += 1
     return web.Response(body=body, content_type="application/json")
+
+
+async def _pick_fault(state: SimulatorState) -> Fault | None:
+    """Wait out the configured latency, then draw this request's fault."""
+    delay = state.faults.latency()
+    if delay:
+        await asyncio.sleep(delay)
+    return state.faults.draw()
+
+
+def _drop(request: web.Request) -> web.Response:
+    if request.transport is not None:
+        request.transport.close()
+    # Writing this to the closed transport fails, which aiohttp takes quietly.
+    return web.Response()
 
 
 async def _read_form(request: web.Request) -> tuple[Form, BadRequestError | None]:

@@ -67,3 +67,16 @@ async def test_syncflag_1_marks_only_records_inside_the_window(start: StartSimul
 
     assert read == early
     assert rest == [bill["id"] for bill in records if bill["id"] not in set(early)]
+
+
+async def test_absent_syncflag_means_1(start: StartSimulator) -> None:
+    api = await start(backlog=12)
+    await api.login()
+    fields = api.bill_fields(itemsperpage=5)
+    del fields["syncflag"]
+
+    first = await api.call(fields)
+    second = await api.call(fields)
+
+    assert [bill["id"] for bill in first["data"]["result"]["bills"]] == [1, 2, 3, 4, 5]
+    assert [bill["id"] for bill in second["data"]["result"]["bills"]] == [6, 7, 8, 9, 10]
