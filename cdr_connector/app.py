@@ -79,15 +79,39 @@ class Connector:
                           self.settings.shutdown_timeout_seconds)
                 return 0
         stop_requested.cancel()
-        try:
-            task.result()
-        except* CdrConnectorError as group:
-            for error in group.exceptions:
+        errors = _connector_errors(task)
+        if errors:
+            for error in errors:
                 log.error("stopped: %s", error)
             metrics.UP.labels(self.settings.source.name).set(0)
             return 1
         log.info("stopped cleanly")
         return 0
+
+
+def _connector_errors(task: asyncio.Task[None]) -> list[CdrConnectorError]:
+    """The errors a finished pipeline task ended with; anything unexpected is re-raised."""
+    error = task.exception()
+    if error is None:
+        return []
+    if isinstance(error, CdrConnectorError):
+        return [error]
+    if isinstance(error, BaseExceptionGroup):
+        matched, rest = error.split(CdrConnectorError)
+        if rest is not None:
+            raise rest
+        return list(_leaves(matched)) if matched is not None else []
+    raise error
+
+
+def _leaves(group: BaseExceptionGroup[CdrConnectorError]) -> list[CdrConnectorError]:
+    found: list[CdrConnectorError] = []
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            found.extend(_leaves(error))
+        else:
+            found.append(error)
+    return found
 
 
 def _install_signal_handlers(pipeline: Pipeline) -> None:

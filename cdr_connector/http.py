@@ -49,8 +49,4 @@ async def start_ops_server(
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    server = site._server
-    bound = port
-    if server is not None and getattr(server, "sockets", None):
-        bound = server.sockets[0].getsockname()[1]
-    return runner, bound
+    return runner, int(runner.addresses[0][1])

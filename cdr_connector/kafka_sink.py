@@ -27,7 +27,8 @@ from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka import KafkaError as LibKafkaError
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from cdr_connector import metrics
 from cdr_connector.config import Settings
@@ -55,7 +56,7 @@ class OutgoingMessage:
     topic: str
     key: bytes | None
     value: bytes
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, str | bytes | None]]
     timestamp_ms: int = 0
 
 
@@ -341,7 +342,7 @@ def _consume_to_end(
         error = message.error()
         if error is not None:
             if error.code() == LibKafkaError._PARTITION_EOF:
-                at_end.add(message.partition())
+                at_end.add(message.partition() or 0)
                 continue
             raise KafkaException(error)
         if message.key() == key:

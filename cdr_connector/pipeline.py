@@ -327,7 +327,7 @@ class Pipeline:
     def _dead_letter(
         self, bill: Any, record_id: int | None, error: RecordError, batch: FetchedBatch
     ) -> OutgoingMessage:
-        headers = [
+        headers: list[tuple[str, str | bytes | None]] = [
             ("cdr.error", str(error)[:_MAX_HEADER_TEXT].encode()),
             ("cdr.stage", error.stage.encode()),
             ("cdr.source", self._source.encode()),

@@ -191,6 +191,8 @@ class RecordStore:
             self._block_min[block] = min(segment)
             self._block_max[block] = max(segment)
             self._block_unqueried[block] += end - max(begin, low)
+        # New records may land in a block that was fully queried and already passed over.
+        self._first_open_block = min(self._first_open_block, low >> _BLOCK_BITS)
 
     # --- selecting and marking ----------------------------------------------------------
 

@@ -1,0 +1,215 @@
+"""Runs the connector as a real process against the real simulator and the real broker, and
+reads back what it committed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import fastavro
+from confluent_kafka import Message
+
+from tests.kafka_helpers import consume_all
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_FILE = REPO_ROOT / "schemas" / "cdr_record.avsc"
+SINGLE_OBJECT_HEADER = 10  # C3 01 + 8-byte fingerprint
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Topics:
+    data: str
+    dead_letter: str
+    state: str
+
+
+def connector_env(
+    bootstrap: str, api_url: str, topics: Topics, *, source: str, http_port: int, **extra: str
+) -> dict[str, str]:
+    """Settings for a connector process, all through CDR_ environment variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDR_")}
+    env.update(
+        {
+            "CDR_SOURCE__NAME": source,
+            "CDR_SOURCE__API_URL": api_url,
+            "CDR_SOURCE__APPID": "test-appid",
+            "CDR_SOURCE__ACCESSKEY": "test-accesskey-s3cr3t",
+            "CDR_SOURCE__REQUEST_TIMEOUT_SECONDS": "5",
+            "CDR_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "CDR_KAFKA__TOPIC": topics.data,
+            "CDR_KAFKA__DEAD_LETTER_TOPIC": topics.dead_letter,
+            "CDR_KAFKA__STATE_TOPIC": topics.state,
+            "CDR_KAFKA__CREATE_TOPICS": "true",
+            "CDR_KAFKA__REPLICATION_FACTOR": "1",
+            "CDR_KAFKA__PARTITIONS": "3",
+            "CDR_KAFKA__OPERATION_TIMEOUT_SECONDS": "15",
+            "CDR_POLL__INTERVAL_SECONDS": "0.5",
+            "CDR_POLL__RETRY_INITIAL_SECONDS": "0.05",
+            "CDR_POLL__RETRY_MAX_SECONDS": "0.5",
+            "CDR_POLL__SWEEP_INTERVAL_SECONDS": "3",
+            "CDR_HTTP__HOST": "127.0.0.1",
+            "CDR_HTTP__PORT": str(http_port),
+            "CDR_LOG__FORMAT": "json",
+            "CDR_SHUTDOWN_TIMEOUT_SECONDS": "20",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+class ConnectorProcess:
+    """`python -m cdr_connector run` in a child process, its output in a log file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.http_port = int(env["CDR_HTTP__PORT"])
+        self._log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cdr_connector", "run"],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+        )
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.http_port}/readyz"
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise AssertionError(f"connector exited early:\n{self.output()}")
+                try:
+                    async with session.get(url) as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise AssertionError(f"connector not ready within {timeout}s:\n{self.output()}")
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    async def wait_exit(self, timeout: float = 60.0) -> int:
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None:
+            if time.monotonic() > deadline:
+                self.process.kill()
+                raise AssertionError(f"connector did not exit within {timeout}s:\n{self.output()}")
+            await asyncio.sleep(0.1)
+        self._log.close()
+        return self.process.returncode
+
+    async def stop(self) -> int:
+        if self.process.poll() is None:
+            self.signal(signal.SIGTERM)
+        return await self.wait_exit()
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+
+def load_schema() -> Any:
+    return fastavro.parse_schema(json.loads(SCHEMA_FILE.read_text(encoding="utf-8")))
+
+
+def decode_single_object(value: bytes, schema: Any) -> dict[str, Any]:
+    """Decode with the schema file itself, not with the connector's decoder."""
+    assert value[:2] == b"\xc3\x01", value[:10]
+    from io import BytesIO
+
+    record: dict[str, Any] = fastavro.schemaless_reader(
+        BytesIO(value[SINGLE_OBJECT_HEADER:]), schema, None
+    )
+    return record
+
+
+async def wait_for_records(
+    bootstrap: str, topic: str, expected: int, *, timeout: float = 90.0
+) -> list[Message]:
+    """Read the topic with read_committed until it holds `expected` messages (or more)."""
+    deadline = time.monotonic() + timeout
+    messages: list[Message] = []
+    while time.monotonic() < deadline:
+        messages = await asyncio.to_thread(consume_all, bootstrap, topic)
+        if len(messages) >= expected:
+            return messages
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{topic}: {len(messages)} of {expected} records after {timeout}s")
+
+
+async def simulator_records(admin_url: str) -> list[dict[str, Any]]:
+    """Every record the simulator made visible, as GetBill renders it."""
+    records: list[dict[str, Any]] = []
+    after = 0
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(
+                f"{admin_url}records", params={"after_id": after, "limit": 10000}
+            ) as response:
+                body = await response.json()
+            if not body["records"]:
+                return records
+            records.extend(body["records"])
+            after = body["next_after_id"]
+
+
+async def admin_post(admin_url: str, path: str, payload: Any) -> Any:
+    async with aiohttp.ClientSession() as session, session.post(
+        f"{admin_url}{path}", json=payload
+    ) as response:
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+def header(message: Message, name: str) -> str | None:
+    for key, value in message.headers() or []:
+        if key == name:
+            return bytes(value).decode()
+    return None
+
+
+def assert_exactly_once(messages: list[Message], expected_ids: set[int]) -> None:
+    counts = Counter(int(header(m, "cdr.id") or -1) for m in messages)
+    duplicated = {i: c for i, c in counts.items() if c > 1}
+    missing = expected_ids - counts.keys()
+    unexpected = counts.keys() - expected_ids
+    assert not duplicated, f"{len(duplicated)} ids twice or more, e.g. {list(duplicated)[:5]}"
+    assert not missing, f"{len(missing)} ids lost, e.g. {sorted(missing)[:5]}"
+    assert not unexpected, f"ids nobody made: {sorted(unexpected)[:5]}"
+
+
+def assert_extension_order(messages: list[Message]) -> None:
+    """Within a partition, records of one key come in increasing id order."""
+    last: dict[tuple[int, bytes], int] = {}
+    for message in messages:
+        key = (message.partition(), message.key() or b"")
+        record_id = int(header(message, "cdr.id") or -1)
+        assert last.get(key, -1) < record_id, f"key {key} went back to id {record_id}"
+        last[key] = record_id

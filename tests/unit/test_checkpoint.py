@@ -1,0 +1,108 @@
+import random
+import zlib
+
+import orjson
+import pytest
+
+from cdr_connector.checkpoint import CheckpointState, CommittedIds, IdRange
+from cdr_connector.errors import PermanentError
+
+
+def ranges_of(ids: CommittedIds) -> list[tuple[int, int]]:
+    return [(r.low, r.high) for r in ids.ranges]
+
+
+def test_dense_ids_collapse_into_one_range() -> None:
+    ids = CommittedIds()
+    ids.add_many((i, 1000) for i in range(1, 100_001))
+    assert ranges_of(ids) == [(1, 100_000)]
+    assert len(ids) == 100_000
+    assert 1 in ids and 100_000 in ids
+    assert 0 not in ids and 100_001 not in ids
+
+
+def test_gaps_are_kept_and_filled_later() -> None:
+    ids = CommittedIds()
+    ids.add_many([(1, 0), (2, 0), (5, 0), (9, 0)])
+    assert ranges_of(ids) == [(1, 2), (5, 5), (9, 9)]
+    assert 3 not in ids and 4 not in ids
+    ids.add_many([(3, 0), (4, 0)])
+    assert ranges_of(ids) == [(1, 5), (9, 9)]
+    ids.add(8, 0)
+    ids.add(6, 0)
+    ids.add(7, 0)
+    assert ranges_of(ids) == [(1, 9)]
+
+
+def test_random_insertion_order_matches_a_plain_set() -> None:
+    rng = random.Random(7)
+    ids = CommittedIds()
+    reference: set[int] = set()
+    for _ in range(3000):
+        value = rng.randrange(0, 5000)
+        ids.add(value, 0)
+        reference.add(value)
+    assert len(ids) == len(reference)
+    assert all((i in ids) == (i in reference) for i in range(-1, 5002))
+    lows = [r.low for r in ids.ranges]
+    assert lows == sorted(lows)
+    assert all(a.high + 1 < b.low for a, b in zip(ids.ranges, ids.ranges[1:], strict=False))
+
+
+def test_adding_an_id_twice_changes_nothing() -> None:
+    ids = CommittedIds()
+    ids.add_many([(10, 5), (11, 6)])
+    ids.add(10, 99)
+    assert ranges_of(ids) == [(10, 11)]
+    assert ids.ranges[0].newest_start_ms == 6
+
+
+def test_ranges_older_than_the_horizon_are_forgotten() -> None:
+    ids = CommittedIds([IdRange(1, 10, 1_000), IdRange(20, 30, 5_000), IdRange(40, 40, 9_000)])
+    assert ids.forget_before(5_000) == 1
+    assert ranges_of(ids) == [(20, 30), (40, 40)]
+    assert 5 not in ids
+
+
+def test_newest_dial_time_of_a_range_is_the_maximum_of_its_ids() -> None:
+    ids = CommittedIds()
+    ids.add_many([(1, 500), (2, 100), (3, 300)])
+    assert ids.ranges[0].newest_start_ms == 500
+    ids.add_many([(5, 50), (4, 900)])  # 4 joins both neighbours
+    assert ranges_of(ids) == [(1, 5)]
+    assert ids.ranges[0].newest_start_ms == 900
+
+
+def test_the_number_of_ranges_is_bounded_by_dropping_the_lowest() -> None:
+    ids = CommittedIds(max_ranges=3)
+    ids.add_many([(i * 10, 0) for i in range(6)])
+    assert ranges_of(ids) == [(30, 30), (40, 40), (50, 50)]
+
+
+def test_state_round_trips_through_its_encoding() -> None:
+    state = CheckpointState(source="s1", newest_end_ms=123, committed_total=7, dead_lettered_total=2)
+    state.committed.add_many([(1, 11), (2, 12), (9, 19)])
+    decoded = CheckpointState.decode(state.encode())
+    assert decoded.source == "s1"
+    assert ranges_of(decoded.committed) == [(1, 2), (9, 9)]
+    assert [r.newest_start_ms for r in decoded.committed.ranges] == [12, 19]
+    assert (decoded.newest_end_ms, decoded.committed_total, decoded.dead_lettered_total) == (
+        123,
+        7,
+        2,
+    )
+
+
+def test_a_million_dense_ids_encode_to_a_few_hundred_bytes() -> None:
+    state = CheckpointState(source="s1")
+    state.committed.add_many((i, i) for i in range(1_000_000))
+    assert len(state.encode()) < 300
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"not zlib", zlib.compress(b"not json"), zlib.compress(orjson.dumps({"version": 99}))],
+)
+def test_an_unreadable_state_is_a_permanent_error_that_says_what_to_do(payload: bytes) -> None:
+    with pytest.raises(PermanentError, match="state topic cannot be read"):
+        CheckpointState.decode(payload)
