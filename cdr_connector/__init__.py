@@ -1,4 +1,4 @@
-"""cdr-connector: call detail records from a telephony vendor's HTTP API into Kafka, exactly once."""
+"""cdr-connector: call detail records from a telephony vendor's API into Kafka, exactly once."""
 
 from importlib.metadata import PackageNotFoundError, version
 

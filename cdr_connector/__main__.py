@@ -58,7 +58,9 @@ def _build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
     tail.add_argument("--max", type=int, default=0, help="stop after this many records (0: never)")
     tail.add_argument(
-        "--idle-exit", type=float, default=0.0,
+        "--idle-exit",
+        type=float,
+        default=0.0,
         help="stop after this many seconds without a record (0: never)",
     )
     tail.add_argument("--dead-letters", action="store_true", help="read the dead-letter topic")
@@ -74,7 +76,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _add_config_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "-c", "--config", type=Path, default=None,
+        "-c",
+        "--config",
+        type=Path,
+        default=None,
         help="TOML settings file (also CDR_CONFIG); CDR_* environment variables override it",
     )
 

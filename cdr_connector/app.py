@@ -35,6 +35,7 @@ class Connector:
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
     pipeline: Pipeline | None = None
+    encoder: RecordEncoder | None = None
     ops_port: int | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -43,13 +44,18 @@ class Connector:
         settings = self.settings
         source = settings.source.name
         assert_compiled_fastavro()
-        encoder = await asyncio.to_thread(build_encoder, settings)
+        encoder = self.encoder = await asyncio.to_thread(build_encoder, settings)
         _publish_build_info(encoder)
         await asyncio.to_thread(ensure_topics, settings)
         api = VendorApiClient(settings.source, settings.poll, clock=self.clock)
         sink = TransactionalSink(settings)
-        pipeline = Pipeline(settings, Poller(api, settings.source, settings.poll, self.clock),
-                            sink, encoder, self.clock)
+        pipeline = Pipeline(
+            settings,
+            Poller(api, settings.source, settings.poll, self.clock),
+            sink,
+            encoder,
+            self.clock,
+        )
         self.pipeline = pipeline
         metrics.PRODUCER_QUEUE_DEPTH.labels(source).set_function(sink.queue_depth)
         metrics.UP.labels(source).set(1)
@@ -58,8 +64,12 @@ class Connector:
         )
         _install_signal_handlers(pipeline)
         self.started.set()
-        log.info("cdr-connector %s running source %s; metrics on port %d",
-                 __version__, source, self.ops_port)
+        log.info(
+            "cdr-connector %s running source %s; metrics on port %d",
+            __version__,
+            source,
+            self.ops_port,
+        )
         try:
             return await self._supervise(pipeline)
         finally:
@@ -74,9 +84,11 @@ class Connector:
             try:
                 await asyncio.wait_for(task, self.settings.shutdown_timeout_seconds)
             except TimeoutError:
-                log.error("shutdown did not finish within %.0fs; open work is abandoned and will "
-                          "be recovered by the next start-up sweep",
-                          self.settings.shutdown_timeout_seconds)
+                log.error(
+                    "shutdown did not finish within %.0fs; open work is abandoned and will "
+                    "be recovered by the next start-up sweep",
+                    self.settings.shutdown_timeout_seconds,
+                )
                 return 0
         stop_requested.cancel()
         errors = _connector_errors(task)

@@ -83,7 +83,7 @@ class KafkaTransientError(KafkaError, RetryableError):
     """The broker is unreachable or a request timed out; retry the same work."""
 
 
-class TransactionAbortRequired(KafkaTransientError):
+class TransactionAbortRequiredError(KafkaTransientError):
     """The current transaction must be aborted and its batch produced again."""
 
 

@@ -41,9 +41,7 @@ def create_ops_app(not_ready_reason: Callable[[], str | None]) -> web.Applicatio
     return app
 
 
-async def start_ops_server(
-    app: web.Application, host: str, port: int
-) -> tuple[web.AppRunner, int]:
+async def start_ops_server(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Start the listener; returns the runner (for cleanup) and the bound port."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -11,7 +11,7 @@ A batch is one transaction (`commit`):
      message produced again, so back-pressure costs time, never a message;
   3. `commit_transaction()`, which flushes, and fails if any message of the batch failed.
 Errors are converted where they leave this module: a retriable commit error is retried on the
-same transaction, an error that requires an abort aborts and raises `TransactionAbortRequired`
+same transaction, an error that requires an abort aborts and raises `TransactionAbortRequiredError`
 (the caller produces the batch again), and a fatal error (fenced by a newer instance) raises
 `ProducerFencedError`.
 """
@@ -37,7 +37,7 @@ from cdr_connector.errors import (
     KafkaTransientError,
     ProducerFencedError,
     TopicMissingError,
-    TransactionAbortRequired,
+    TransactionAbortRequiredError,
 )
 
 log = logging.getLogger(__name__)
@@ -236,7 +236,7 @@ def _convert(exc: KafkaException, doing: str) -> Exception:
     if error.fatal():
         return KafkaFatalError(detail)
     if error.txn_requires_abort():
-        return TransactionAbortRequired(detail)
+        return TransactionAbortRequiredError(detail)
     return KafkaTransientError(detail)
 
 
@@ -314,9 +314,7 @@ def read_latest_state(settings: Settings, key: bytes) -> bytes | None:
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         return _consume_to_end(consumer, key, len(partitions), settings)
     except KafkaException as exc:
-        raise KafkaTransientError(
-            f"cannot read state topic {topic}: {exc.args[0].str()}"
-        ) from exc
+        raise KafkaTransientError(f"cannot read state topic {topic}: {exc.args[0].str()}") from exc
     finally:
         consumer.close()
 

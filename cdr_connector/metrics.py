@@ -14,9 +14,22 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 # Fixed label value sets, so dashboards and alerts can rely on them.
 API_SERVICES = ("login", "getbill")
 API_OUTCOMES = ("ok", "retryable", "permanent")
-API_ERROR_KINDS = ("transport", "timeout", "http_5xx", "http_4xx", "bad_json", "bad_envelope",
-                   "ret_400", "ret_500", "ret_600", "ret_601", "ret_602", "ret_603", "ret_604",
-                   "ret_other")
+API_ERROR_KINDS = (
+    "transport",
+    "timeout",
+    "http_5xx",
+    "http_4xx",
+    "bad_json",
+    "bad_envelope",
+    "ret_400",
+    "ret_500",
+    "ret_600",
+    "ret_601",
+    "ret_602",
+    "ret_603",
+    "ret_604",
+    "ret_other",
+)
 FETCH_MODES = ("live", "sweep", "backfill")
 DEAD_LETTER_REASONS = ("normalise", "encode")
 DIRECTIONS = ("callin", "callout", "other")
@@ -26,134 +39,162 @@ _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0
 _E2E_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
 
 BUILD_INFO = Info(
-    "cdr_connector_build", "Version of the connector and fingerprint of its Avro schema.",
+    "cdr_connector_build",
+    "Version of the connector and fingerprint of its Avro schema.",
     registry=REGISTRY,
 )
 
 RECORDS_FETCHED = Counter(
     "cdr_connector_records_fetched_total",
     "Bills received from the vendor API, before de-duplication.",
-    ["source", "mode"], registry=REGISTRY,
+    ["source", "mode"],
+    registry=REGISTRY,
 )
 RECORDS_PRODUCED = Counter(
     "cdr_connector_records_produced_total",
     "Records written to the data topic in a committed transaction.",
-    ["source", "mode"], registry=REGISTRY,
+    ["source", "mode"],
+    registry=REGISTRY,
 )
 RECORDS_DEDUPLICATED = Counter(
     "cdr_connector_records_deduplicated_total",
     "Bills dropped because their id was already committed or seen twice in one cycle.",
-    ["source"], registry=REGISTRY,
+    ["source"],
+    registry=REGISTRY,
 )
 RECORDS_DEAD_LETTERED = Counter(
     "cdr_connector_records_dead_lettered_total",
     "Bills written to the dead-letter topic in a committed transaction, by failing stage.",
-    ["source", "reason"], registry=REGISTRY,
+    ["source", "reason"],
+    registry=REGISTRY,
 )
 UNKNOWN_FIELDS = Counter(
     "cdr_connector_unknown_fields_total",
-    "Vendor fields the schema does not know, kept in extra_fields (a schema update may promote them).",
-    ["source"], registry=REGISTRY,
+    "Vendor fields the schema does not know, kept in extra_fields for a schema update to promote.",
+    ["source"],
+    registry=REGISTRY,
 )
 
 API_REQUESTS = Counter(
     "cdr_connector_api_requests_total",
     "Requests to the vendor API by service and outcome.",
-    ["source", "service", "outcome"], registry=REGISTRY,
+    ["source", "service", "outcome"],
+    registry=REGISTRY,
 )
 API_REQUEST_DURATION = Histogram(
     "cdr_connector_api_request_duration_seconds",
     "Duration of vendor API requests, successful or not.",
-    ["source", "service"], buckets=_LATENCY_BUCKETS, registry=REGISTRY,
+    ["source", "service"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
 )
 API_ERRORS = Counter(
     "cdr_connector_api_errors_total",
     "Failed vendor API requests by kind (transport, HTTP status class, ret code, bad JSON).",
-    ["source", "kind"], registry=REGISTRY,
+    ["source", "kind"],
+    registry=REGISTRY,
 )
 TOKEN_RENEWALS = Counter(
     "cdr_connector_token_renewals_total",
     "Logins to the vendor API (the first one and every renewal).",
-    ["source"], registry=REGISTRY,
+    ["source"],
+    registry=REGISTRY,
 )
 
 API_BACKLOG = Gauge(
     "cdr_connector_api_backlog_records",
     "Unqueried records the vendor API reported (totalitems of syncflag=1) at the last poll.",
-    ["source"], registry=REGISTRY,
+    ["source"],
+    registry=REGISTRY,
 )
 NEWEST_COMMITTED_END = Gauge(
     "cdr_connector_newest_committed_call_end_timestamp_seconds",
     "End time of the newest call committed to Kafka; freshness lag is time() minus this.",
-    ["source"], registry=REGISTRY,
+    ["source"],
+    registry=REGISTRY,
 )
 FRESHNESS_LAG = Gauge(
     "cdr_connector_freshness_lag_seconds",
     "Now minus the end time of the newest committed call, updated every poll cycle.",
-    ["source"], registry=REGISTRY,
+    ["source"],
+    registry=REGISTRY,
 )
 END_TO_END_LATENCY = Histogram(
     "cdr_connector_end_to_end_latency_seconds",
     "From a call's end to the commit of its record in Kafka.",
-    ["source"], buckets=_E2E_BUCKETS, registry=REGISTRY,
+    ["source"],
+    buckets=_E2E_BUCKETS,
+    registry=REGISTRY,
 )
 
 POLL_CYCLE_DURATION = Histogram(
     "cdr_connector_poll_cycle_duration_seconds",
     "Duration of one fetch -> convert -> produce -> commit cycle.",
-    ["source", "mode"], buckets=_LATENCY_BUCKETS, registry=REGISTRY,
+    ["source", "mode"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
 )
 LAST_COMMIT = Gauge(
     "cdr_connector_last_commit_timestamp_seconds",
     "Unix time of the last committed transaction (also set when a cycle had nothing to commit).",
-    ["source"], registry=REGISTRY,
+    ["source"],
+    registry=REGISTRY,
 )
 TRANSACTIONS = Counter(
     "cdr_connector_transactions_total",
     "Kafka transactions by result.",
-    ["source", "result"], registry=REGISTRY,
+    ["source", "result"],
+    registry=REGISTRY,
 )
 KAFKA_DELIVERY_ERRORS = Counter(
     "cdr_connector_kafka_delivery_errors_total",
     "Failed message deliveries by librdkafka error name.",
-    ["source", "code"], registry=REGISTRY,
+    ["source", "code"],
+    registry=REGISTRY,
 )
 PRODUCER_QUEUE_DEPTH = Gauge(
     "cdr_connector_producer_queue_messages",
     "Messages waiting in the producer's queue.",
-    ["source"], registry=REGISTRY,
+    ["source"],
+    registry=REGISTRY,
 )
 
 CALLS = Counter(
     "cdr_connector_calls_total",
     "Committed call records by direction, call method and whether the call was answered.",
-    ["source", "direction", "callmethod", "answered"], registry=REGISTRY,
+    ["source", "direction", "callmethod", "answered"],
+    registry=REGISTRY,
 )
 BILLED_SECONDS = Counter(
     "cdr_connector_billed_seconds_total",
     "Sum of billsec over committed call records.",
-    ["source", "direction"], registry=REGISTRY,
+    ["source", "direction"],
+    registry=REGISTRY,
 )
 
 SWEEP_RECOVERED = Counter(
     "cdr_connector_sweep_recovered_records_total",
     "Records a reconciliation sweep found uncommitted and published.",
-    ["source"], registry=REGISTRY,
+    ["source"],
+    registry=REGISTRY,
 )
 STATE_IDS = Gauge(
     "cdr_connector_state_committed_ids",
     "Committed ids held in the checkpoint state (within the lookback horizon).",
-    ["source"], registry=REGISTRY,
+    ["source"],
+    registry=REGISTRY,
 )
 STATE_RANGES = Gauge(
     "cdr_connector_state_ranges",
     "Id ranges in the checkpoint state; many ranges mean gaps in the id sequence.",
-    ["source"], registry=REGISTRY,
+    ["source"],
+    registry=REGISTRY,
 )
 UP = Gauge(
     "cdr_connector_source_up",
     "1 while the source runs, 0 once it stopped on an error that needs a person.",
-    ["source"], registry=REGISTRY,
+    ["source"],
+    registry=REGISTRY,
 )
 
 

@@ -27,6 +27,7 @@ batch commits second drops it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -181,9 +182,11 @@ class Pipeline:
             await self._pause(self._settings.poll.sweep_interval_seconds)
             if self._stop.is_set():
                 return
+
             async def sweep_into_queue() -> None:
                 async for batch in self._sweep_batches():
                     await queue.put(batch)
+
             await self._retrying(sweep_into_queue(), queue)
 
     def _sweep_batches(self) -> AsyncIterator[FetchedBatch]:
@@ -218,10 +221,8 @@ class Pipeline:
         await self._pause(delay)
 
     async def _pause(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     async def _startup_sweep(self) -> None:
         """Commit the start-up sweep batch by batch, before any live round, until it completes.
@@ -305,9 +306,7 @@ class Pipeline:
         if messages:
             self._advance_state(new_ids, summary)
             messages.append(
-                OutgoingMessage(
-                    kafka.state_topic, self._source.encode(), self._state.encode(), []
-                )
+                OutgoingMessage(kafka.state_topic, self._source.encode(), self._state.encode(), [])
             )
         return summary, messages
 
@@ -366,7 +365,9 @@ class Pipeline:
                 delay = exc.retry_after or self._backoff.delay(attempt)
                 log.warning(
                     "transaction of %d messages failed (%s); producing it again in %.1fs",
-                    len(messages), exc, delay,
+                    len(messages),
+                    exc,
+                    delay,
                 )
                 await asyncio.sleep(delay)
             except PermanentError as exc:
@@ -389,10 +390,18 @@ class Pipeline:
         self._publish_state_metrics()
         log.info(
             "committed %d records, %d dead letters, %d duplicates dropped (%s); %d in total",
-            summary.produced, summary.dead_lettered, summary.deduplicated, batch.mode,
+            summary.produced,
+            summary.dead_lettered,
+            summary.deduplicated,
+            batch.mode,
             self._state.committed_total,
-            extra={"event": "commit", "mode": batch.mode, "produced": summary.produced,
-                   "dead_lettered": summary.dead_lettered, "deduplicated": summary.deduplicated},
+            extra={
+                "event": "commit",
+                "mode": batch.mode,
+                "produced": summary.produced,
+                "dead_lettered": summary.dead_lettered,
+                "deduplicated": summary.deduplicated,
+            },
         )
 
     def _observe_records(self, records: list[dict[str, Any]], now: float) -> None:

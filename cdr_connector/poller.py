@@ -142,7 +142,9 @@ class Poller:
             raise RoundFailedError(partial, failures[0]) from failures[0]
         return answers
 
-    def _query(self, start: datetime, end: datetime, syncflag: Literal[1, 2, 3], page: int) -> BillQuery:
+    def _query(
+        self, start: datetime, end: datetime, syncflag: Literal[1, 2, 3], page: int
+    ) -> BillQuery:
         filters: Filters = self._source.filters
         return BillQuery(
             start=start,

@@ -125,7 +125,8 @@ class ConnectorProcess:
         return await self.wait_exit()
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def kill(self) -> None:
@@ -157,7 +158,11 @@ async def wait_for_records(
     deadline = time.monotonic() + timeout
     messages: list[Message] = []
     while time.monotonic() < deadline:
-        messages = await asyncio.to_thread(consume_all, bootstrap, topic)
+        try:
+            messages = await asyncio.to_thread(consume_all, bootstrap, topic)
+        except AssertionError:  # the connector has not created the topic yet
+            await asyncio.sleep(0.5)
+            continue
         if len(messages) >= expected:
             return messages
         await asyncio.sleep(0.5)
@@ -181,9 +186,10 @@ async def simulator_records(admin_url: str) -> list[dict[str, Any]]:
 
 
 async def admin_post(admin_url: str, path: str, payload: Any) -> Any:
-    async with aiohttp.ClientSession() as session, session.post(
-        f"{admin_url}{path}", json=payload
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{admin_url}{path}", json=payload) as response,
+    ):
         assert response.status == 200, await response.text()
         return await response.json()
 

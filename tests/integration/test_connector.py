@@ -13,7 +13,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from cdr_connector.simulator import FaultConfig, RunningSimulator, SimulatorConfig, running_simulator
+from cdr_connector.simulator import (
+    FaultConfig,
+    RunningSimulator,
+    SimulatorConfig,
+    running_simulator,
+)
 from tests.integration.harness import (
     ConnectorProcess,
     Topics,
@@ -32,8 +37,17 @@ from tests.kafka_helpers import consume_all
 
 ZONE = "Asia/Shanghai"
 TEXT_FIELDS = (
-    "extnumber", "destnumber", "displaynumber", "direction", "userid", "memberid",
-    "chengshudu", "customuuid", "recordfilename", "downloadip", "userkey",
+    "extnumber",
+    "destnumber",
+    "displaynumber",
+    "direction",
+    "userid",
+    "memberid",
+    "chengshudu",
+    "customuuid",
+    "recordfilename",
+    "downloadip",
+    "userkey",
 )
 INT_FIELDS = ("id", "duration", "billsec", "callmethod", "hangupdirection", "hangupcause")
 
@@ -46,20 +60,31 @@ def topics(unique_topic: Callable[[str], str]) -> Topics:
 @pytest.fixture
 async def simulator() -> AsyncIterator[RunningSimulator]:
     config = SimulatorConfig(
-        appid="test-appid", accesskey="test-accesskey-s3cr3t", backlog=3000, rate=0.0,
-        timezone=ZONE, seed=11, backlog_span=3600.0,
+        appid="test-appid",
+        accesskey="test-accesskey-s3cr3t",
+        backlog=3000,
+        rate=0.0,
+        timezone=ZONE,
+        seed=11,
+        backlog_span=3600.0,
     )
     async with running_simulator(config) as sim:
         yield sim
 
 
 def start_connector(
-    kafka_bootstrap: str, sim: RunningSimulator, topics: Topics, tmp_path: Path,
-    *, source: str = "it", name: str = "connector", **extra: str,
+    kafka_bootstrap: str,
+    sim: RunningSimulator,
+    topics: Topics,
+    tmp_path: Path,
+    *,
+    source: str = "it",
+    name: str = "connector",
+    **extra: str,
 ) -> ConnectorProcess:
+    settings = {"CDR_POLL__PAGE_SIZE": "200", "CDR_POLL__CONCURRENCY": "4", **extra}
     env = connector_env(
-        kafka_bootstrap, sim.url, topics, source=source, http_port=free_port(),
-        CDR_POLL__PAGE_SIZE="200", CDR_POLL__CONCURRENCY="4", **extra,
+        kafka_bootstrap, sim.url, topics, source=source, http_port=free_port(), **settings
     )
     return ConnectorProcess(env, tmp_path / f"{name}.log")
 
@@ -118,8 +143,14 @@ async def test_faults_racing_token_expiry_and_a_poison_record(
     kafka_bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     config = SimulatorConfig(
-        appid="test-appid", accesskey="test-accesskey-s3cr3t", backlog=2000, rate=40.0,
-        timezone=ZONE, seed=5, backlog_span=3600.0, token_ttl=2.0,
+        appid="test-appid",
+        accesskey="test-accesskey-s3cr3t",
+        backlog=2000,
+        rate=40.0,
+        timezone=ZONE,
+        seed=5,
+        backlog_span=3600.0,
+        token_ttl=2.0,
         faults=FaultConfig(racing=True, race_delay_ms=20.0, http_5xx_rate=0.15, ret_500_rate=0.15),
     )
     async with running_simulator(config) as sim:
@@ -127,7 +158,8 @@ async def test_faults_racing_token_expiry_and_a_poison_record(
         try:
             await connector.wait_ready()
             poison = await admin_post(
-                sim.admin_url, "inject",
+                sim.admin_url,
+                "inject",
                 {"extnumber": "8001", "starttime": "2024-02-30 10:00:00"},
             )
             await asyncio.sleep(4)  # live traffic, several token expiries, racing reads
@@ -156,14 +188,23 @@ async def test_sigterm_mid_backlog_then_restart_loses_and_repeats_nothing(
     kafka_bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     config = SimulatorConfig(
-        appid="test-appid", accesskey="test-accesskey-s3cr3t", backlog=20000, rate=0.0,
-        timezone=ZONE, seed=3, backlog_span=3600.0, faults=FaultConfig(latency_ms=30.0),
+        appid="test-appid",
+        accesskey="test-accesskey-s3cr3t",
+        backlog=20000,
+        rate=0.0,
+        timezone=ZONE,
+        seed=3,
+        backlog_span=3600.0,
+        faults=FaultConfig(latency_ms=100.0),
     )
     async with running_simulator(config) as sim:
-        first = start_connector(kafka_bootstrap, sim, topics, tmp_path, name="first")
+        first = start_connector(
+            kafka_bootstrap, sim, topics, tmp_path, name="first", CDR_POLL__PAGE_SIZE="100"
+        )
         try:
             await first.wait_ready()
-            await wait_for_records(kafka_bootstrap, topics.data, 2000)
+            while sim.state.stats()["records"]["queried"] < 2000:
+                await asyncio.sleep(0.02)
             first.signal(signal.SIGTERM)
             assert await first.wait_exit(30) == 0
         finally:
@@ -189,8 +230,13 @@ async def test_a_second_instance_fences_the_first_which_exits_with_a_clear_messa
     kafka_bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
     config = SimulatorConfig(
-        appid="test-appid", accesskey="test-accesskey-s3cr3t", backlog=500, rate=50.0,
-        timezone=ZONE, seed=9, backlog_span=3600.0,
+        appid="test-appid",
+        accesskey="test-accesskey-s3cr3t",
+        backlog=500,
+        rate=50.0,
+        timezone=ZONE,
+        seed=9,
+        backlog_span=3600.0,
     )
     async with running_simulator(config) as sim:
         older = start_connector(kafka_bootstrap, sim, topics, tmp_path, name="older")
@@ -218,7 +264,10 @@ async def test_a_second_instance_fences_the_first_which_exits_with_a_clear_messa
 
 
 async def test_missing_topic_with_creation_off_is_a_clear_error_and_nothing_is_fetched(
-    kafka_bootstrap: str, simulator: RunningSimulator, topics: Topics, tmp_path: Path,
+    kafka_bootstrap: str,
+    simulator: RunningSimulator,
+    topics: Topics,
+    tmp_path: Path,
     admin: AdminClient,
 ) -> None:
     connector = start_connector(

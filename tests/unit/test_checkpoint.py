@@ -80,7 +80,9 @@ def test_the_number_of_ranges_is_bounded_by_dropping_the_lowest() -> None:
 
 
 def test_state_round_trips_through_its_encoding() -> None:
-    state = CheckpointState(source="s1", newest_end_ms=123, committed_total=7, dead_lettered_total=2)
+    state = CheckpointState(
+        source="s1", newest_end_ms=123, committed_total=7, dead_lettered_total=2
+    )
     state.committed.add_many([(1, 11), (2, 12), (9, 19)])
     decoded = CheckpointState.decode(state.encode())
     assert decoded.source == "s1"

@@ -129,7 +129,7 @@ async def test_listing_reads_every_page_of_syncflag_2_without_marking() -> None:
     start, end = poller.sweep_window()
     batches = [b async for b in poller.listing(start, end, 2, "sweep")]
     assert ids_of(batches) == list(range(1, 41))
-    assert {mode for mode in (b.mode for b in batches)} == {"sweep"}
+    assert {b.mode for b in batches} == {"sweep"}
     assert all(flag == 2 for flag, _ in vendor.requests[-4:])
 
 
