@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 
 from cdr_connector import __version__
+from cdr_connector.config import Settings
 from cdr_connector.errors import CdrConnectorError, ConfigError
 
 EXIT_CONFIG = 2
@@ -41,6 +43,25 @@ def _build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the connector until SIGTERM/SIGINT")
     _add_config_argument(run)
     run.set_defaults(handler=_run)
+
+    backfill = commands.add_parser(
+        "backfill",
+        help="publish a historical window (syncflag=3) exactly once, alongside the live stream",
+        description=(
+            "Runs the connector (live polling included) and publishes every record dialled in "
+            "[--from, --to] (PBX local time) that is not committed yet, in slices fetched "
+            "concurrently; exits 0 once the window is committed. It uses the source's "
+            "transactional.id, so it takes over from (fences) a running instance of the same "
+            "source: run it instead of that instance, then start the instance again."
+        ),
+    )
+    _add_config_argument(backfill)
+    backfill.add_argument("--from", dest="start", required=True, help="yyyy-mm-dd hh:mm:ss")
+    backfill.add_argument("--to", dest="end", required=True, help="yyyy-mm-dd hh:mm:ss")
+    backfill.add_argument(
+        "--slice-seconds", type=float, default=3600.0, help="width of one slice (default 3600)"
+    )
+    backfill.set_defaults(handler=_backfill)
 
     check = commands.add_parser(
         "check", help="check login, Kafka, topics and registry; exit 0 when all pass"
@@ -84,7 +105,7 @@ def _add_config_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _load(args: argparse.Namespace) -> Settings:
     from cdr_connector.config import load_settings
     from cdr_connector.logs import configure_logging
 
@@ -98,6 +119,30 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = _load(args)
     return asyncio.run(run_connector(settings))
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from cdr_connector.app import run_connector
+    from cdr_connector.pipeline import Backfill
+
+    settings = _load(args)
+    zone = settings.source.zone
+    start = _pbx_time(args.start, "--from").replace(tzinfo=zone)
+    end = _pbx_time(args.end, "--to").replace(tzinfo=zone)
+    if end < start:
+        raise ConfigError(f"--to {args.end!r} is before --from {args.start!r}")
+    if args.slice_seconds < 1:
+        raise ConfigError("--slice-seconds must be at least 1")
+    return asyncio.run(run_connector(settings, Backfill(start, end, args.slice_seconds)))
+
+
+def _pbx_time(text: str, option: str) -> datetime:
+    try:
+        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        raise ConfigError(
+            f"{option} {text!r} is not a time in the form 'yyyy-mm-dd hh:mm:ss' (PBX local time)"
+        ) from None
 
 
 def _check(args: argparse.Namespace) -> int:

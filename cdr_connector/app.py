@@ -22,7 +22,7 @@ from cdr_connector.config import Settings
 from cdr_connector.errors import CdrConnectorError
 from cdr_connector.http import create_ops_app, start_ops_server
 from cdr_connector.kafka_sink import TransactionalSink, ensure_topics
-from cdr_connector.pipeline import Pipeline
+from cdr_connector.pipeline import Backfill, Pipeline
 from cdr_connector.poller import Poller
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,11 @@ class Connector:
     encoder: RecordEncoder | None = None
     ops_port: int | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    backfill: Backfill | None = None
 
     async def run(self) -> int:
-        """Run until stopped by a signal (exit 0) or a permanent error (exit 1)."""
+        """Run until stopped by a signal or a finished backfill (exit 0), or a permanent error
+        (exit 1)."""
         settings = self.settings
         source = settings.source.name
         assert_compiled_fastavro()
@@ -77,7 +79,7 @@ class Connector:
             await runner.cleanup()
 
     async def _supervise(self, pipeline: Pipeline) -> int:
-        task = asyncio.create_task(pipeline.run(), name="pipeline")
+        task = asyncio.create_task(pipeline.run(self.backfill), name="pipeline")
         stop_requested = asyncio.create_task(pipeline.wait_stop_requested())
         await asyncio.wait({task, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
         if not task.done():
@@ -149,5 +151,5 @@ def _publish_build_info(encoder: RecordEncoder) -> None:
     metrics.BUILD_INFO.info({"version": __version__, "schema": encoder.schema_tag})
 
 
-async def run_connector(settings: Settings) -> int:
-    return await Connector(settings).run()
+async def run_connector(settings: Settings, backfill: Backfill | None = None) -> int:
+    return await Connector(settings, backfill=backfill).run()

@@ -5,9 +5,19 @@ describes, so it can never claim a record that is not in the data topic, nor mis
 
 Ids are mostly dense integers (the vendor numbers its records as it writes them), so they are
 kept as inclusive ranges `[low, high]`; with no GetBill filters a whole day of records is one
-range. Each range also remembers the newest dial time among its ids, which lets the state forget
-ranges that fell out of the lookback horizon: nothing older can be returned by syncflag=1 or by a
-sweep, so nothing older needs de-duplicating.
+range. Each range also remembers when its newest id was committed, which lets the state forget
+ranges committed longer ago than the lookback horizon. A record comes back through syncflag=1 or
+a sweep only while its dial time is inside that horizon, and a dial time is never later than the
+commit, so nothing forgotten can come back that way; a backfill is de-duplicated against
+everything committed within the horizon, including earlier backfills.
+
+Size: ids without gaps cost one range whatever their number (1,000,000 records a day, no
+filters: a few hundred bytes). Each gap in the id sequence (records of other extensions when
+GetBill filters are set, records still missing) costs one range, about 10 bytes compressed;
+`DEFAULT_MAX_RANGES` bounds the worst case well under Kafka's default 1 MB message size.
+
+`hour_counts` counts committed records by the UTC hour of their dial time, for the audit, which
+compares them with the vendor's own count of each closed hour.
 """
 
 from __future__ import annotations
@@ -25,13 +35,14 @@ STATE_VERSION = 1
 # A message on the state topic must stay well under the broker's default 1 MB limit; each range
 # costs about 30 bytes before compression, so this keeps the worst case (every id alone) safe.
 DEFAULT_MAX_RANGES = 20_000
+HOUR_MS = 3_600_000
 
 
 @dataclass(slots=True)
 class IdRange:
     low: int
     high: int
-    newest_start_ms: int
+    committed_at_ms: int
 
 
 @dataclass(slots=True)
@@ -48,17 +59,17 @@ class CommittedIds:
     def __len__(self) -> int:
         return sum(r.high - r.low + 1 for r in self.ranges)
 
-    def add_many(self, ids_with_start: Iterable[tuple[int, int]]) -> None:
-        """Add (id, dial time ms) pairs; fastest when ids come sorted."""
-        for record_id, start_ms in sorted(ids_with_start):
-            self.add(record_id, start_ms)
+    def add_many(self, ids: Iterable[int], committed_at_ms: int) -> None:
+        """Add ids committed at one moment; fastest when they come sorted."""
+        for record_id in sorted(ids):
+            self.add(record_id, committed_at_ms)
         self._enforce_bound()
 
     def add(self, record_id: int, start_ms: int) -> None:
         ranges = self.ranges
         if ranges and ranges[-1].high + 1 == record_id:  # the common case: the next id
             ranges[-1].high = record_id
-            ranges[-1].newest_start_ms = max(ranges[-1].newest_start_ms, start_ms)
+            ranges[-1].committed_at_ms = max(ranges[-1].committed_at_ms, start_ms)
             return
         index = bisect_right(ranges, record_id, key=_low) - 1
         if index >= 0 and ranges[index].high >= record_id:
@@ -69,21 +80,21 @@ class CommittedIds:
         if joins_left and joins_right:
             left_range, right_range = ranges[index], ranges.pop(right)
             left_range.high = right_range.high
-            left_range.newest_start_ms = max(
-                left_range.newest_start_ms, right_range.newest_start_ms, start_ms
+            left_range.committed_at_ms = max(
+                left_range.committed_at_ms, right_range.committed_at_ms, start_ms
             )
         elif joins_left:
             ranges[index].high = record_id
-            ranges[index].newest_start_ms = max(ranges[index].newest_start_ms, start_ms)
+            ranges[index].committed_at_ms = max(ranges[index].committed_at_ms, start_ms)
         elif joins_right:
             ranges[right].low = record_id
-            ranges[right].newest_start_ms = max(ranges[right].newest_start_ms, start_ms)
+            ranges[right].committed_at_ms = max(ranges[right].committed_at_ms, start_ms)
         else:
             ranges.insert(right, IdRange(record_id, record_id, start_ms))
 
     def forget_before(self, horizon_ms: int) -> int:
-        """Drop ranges whose newest dial time is older than the horizon; return how many."""
-        kept = [r for r in self.ranges if r.newest_start_ms >= horizon_ms]
+        """Drop ranges last committed before the horizon; return how many."""
+        kept = [r for r in self.ranges if r.committed_at_ms >= horizon_ms]
         dropped = len(self.ranges) - len(kept)
         self.ranges = kept
         return dropped
@@ -108,12 +119,24 @@ class CheckpointState:
     newest_end_ms: int = 0
     committed_total: int = 0
     dead_lettered_total: int = 0
+    hour_counts: dict[int, int] = field(default_factory=dict)
+
+    def count_hours(self, start_times_ms: Iterable[int]) -> None:
+        counts = self.hour_counts
+        for start_ms in start_times_ms:
+            hour = start_ms - start_ms % HOUR_MS
+            counts[hour] = counts.get(hour, 0) + 1
+
+    def forget_before(self, horizon_ms: int) -> None:
+        self.committed.forget_before(horizon_ms)
+        for hour in [h for h in self.hour_counts if h + HOUR_MS < horizon_ms]:
+            del self.hour_counts[hour]
 
     def encode(self) -> bytes:
         """zlib-compressed JSON: readable with standard tools, small for dense ids."""
         flat: list[int] = []
         for r in self.committed.ranges:
-            flat.extend((r.low, r.high, r.newest_start_ms))
+            flat.extend((r.low, r.high, r.committed_at_ms))
         document = {
             "version": STATE_VERSION,
             "source": self.source,
@@ -121,6 +144,7 @@ class CheckpointState:
             "newest_end_ms": self.newest_end_ms,
             "committed_total": self.committed_total,
             "dead_lettered_total": self.dead_lettered_total,
+            "hour_counts": [[hour, count] for hour, count in sorted(self.hour_counts.items())],
         }
         return zlib.compress(orjson.dumps(document), 6)
 
@@ -138,6 +162,7 @@ class CheckpointState:
                 newest_end_ms=int(document["newest_end_ms"]),
                 committed_total=int(document["committed_total"]),
                 dead_lettered_total=int(document.get("dead_lettered_total", 0)),
+                hour_counts={int(h): int(c) for h, c in document.get("hour_counts", [])},
             )
         except (zlib.error, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise PermanentError(

@@ -146,6 +146,11 @@ class PollSettings(_Section):
     # committed is published: this recovers records fetched before a crash.
     sweep_window_seconds: PositiveSeconds = 6 * 3600.0
     sweep_interval_seconds: PositiveSeconds = 300.0
+    # Every `audit_interval_seconds` each closed hour of dial time (older than
+    # `audit_settle_seconds`, inside the lookback) is counted by the vendor (syncflag=3) and
+    # compared with what was committed; a shortfall is listed and published.
+    audit_interval_seconds: PositiveSeconds = 900.0
+    audit_settle_seconds: PositiveSeconds = 3600.0
     retry_initial_seconds: PositiveSeconds = 0.5
     retry_max_seconds: PositiveSeconds = 30.0
     max_attempts: Annotated[int, Field(ge=1)] = 8

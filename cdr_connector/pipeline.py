@@ -32,6 +32,7 @@ import logging
 import random
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -45,11 +46,30 @@ from cdr_connector.config import Settings
 from cdr_connector.errors import PermanentError, RecordError, RetryableError
 from cdr_connector.kafka_sink import OutgoingMessage, TransactionalSink, read_latest_state
 from cdr_connector.poller import FetchedBatch, Poller, RoundFailedError, bill_id
-from cdr_connector.records import RecordContext, normalise, record_key
+from cdr_connector.records import RecordContext, dial_time_ms, normalise, record_key
 
 log = logging.getLogger(__name__)
 
 _MAX_HEADER_TEXT = 1000
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """A historical window of dial time, read with syncflag=3 in slices."""
+
+    start: datetime
+    end: datetime
+    slice_seconds: float = 3600.0
+
+    def slices(self) -> list[tuple[datetime, datetime]]:
+        """Inclusive, non-overlapping windows to the second, covering [start, end]."""
+        bounds: list[tuple[datetime, datetime]] = []
+        cursor = self.start
+        step = timedelta(seconds=self.slice_seconds)
+        while cursor <= self.end:
+            bounds.append((cursor, min(self.end, cursor + step - timedelta(seconds=1))))
+            cursor += step
+        return bounds
 
 
 @dataclass
@@ -85,6 +105,7 @@ class CommitSummary:
     unknown_fields: int = 0
     newest_end_ms: int = 0
     records: list[dict[str, Any]] = field(default_factory=list)
+    dead_letter_start_ms: list[int] = field(default_factory=list)
 
 
 class Pipeline:
@@ -125,13 +146,14 @@ class Pipeline:
     async def wait_stop_requested(self) -> None:
         await self._stop.wait()
 
-    async def run(self) -> None:
+    async def run(self, backfill: Backfill | None = None) -> None:
+        """Run until `request_stop`; with `backfill`, stop by itself once it is committed."""
         await self._start()
         await self._startup_sweep()
         queue: asyncio.Queue[FetchedBatch | None] = asyncio.Queue(maxsize=2)
         async with asyncio.TaskGroup() as group:
             group.create_task(self._commit_loop(queue))
-            group.create_task(self._feed(queue))
+            group.create_task(self._feed(queue, backfill))
 
     async def _start(self) -> None:
         await self._sink.start()
@@ -150,11 +172,16 @@ class Pipeline:
 
     # --- feeding ----------------------------------------------------------------------------
 
-    async def _feed(self, queue: asyncio.Queue[FetchedBatch | None]) -> None:
+    async def _feed(
+        self, queue: asyncio.Queue[FetchedBatch | None], backfill: Backfill | None
+    ) -> None:
         try:
             async with asyncio.TaskGroup() as feeders:
                 feeders.create_task(self._live_loop(queue))
                 feeders.create_task(self._sweep_loop(queue))
+                feeders.create_task(self._audit_loop(queue))
+                if backfill is not None:
+                    feeders.create_task(self._backfill(queue, backfill))
         finally:
             await queue.put(None)
 
@@ -192,6 +219,69 @@ class Pipeline:
     def _sweep_batches(self) -> AsyncIterator[FetchedBatch]:
         start, end = self._poller.sweep_window()
         return self._poller.listing(start, end, 2, "sweep")
+
+    async def _audit_loop(self, queue: asyncio.Queue[FetchedBatch | None]) -> None:
+        while not self._stop.is_set():
+            await self._pause(self._settings.poll.audit_interval_seconds)
+            if self._stop.is_set():
+                return
+            await self._retrying(self._audit(queue), queue)
+
+    async def _audit(self, queue: asyncio.Queue[FetchedBatch | None]) -> None:
+        """Compare the vendor's count of each closed hour with the committed count; list and
+        publish the hours that fall short (the committer drops what is already committed)."""
+        missing = 0
+        for hour in self._poller.audit_hours():
+            start, end = self._poller.local_hour(hour)
+            vendor_count = await self._poller.count(start, end)
+            hour_ms = int(hour.timestamp() * 1000)
+            gap = vendor_count - self._state.hour_counts.get(hour_ms, 0)
+            if gap > 0:
+                missing += gap
+                log.warning(
+                    "audit: the vendor counts %d records dialled %s-%s, %d committed; repairing",
+                    vendor_count,
+                    start,
+                    end,
+                    vendor_count - gap,
+                    extra={"event": "audit_gap", "hour": hour.isoformat(), "gap": gap},
+                )
+                async for batch in self._poller.listing(start, end, 3, "audit"):
+                    await queue.put(batch)
+            elif gap < 0:
+                log.warning(
+                    "audit: %d more records committed for %s than the vendor counts now "
+                    "(records deleted by the vendor, or a changed filter)",
+                    -gap,
+                    start,
+                )
+        metrics.AUDIT_MISSING.labels(self._source).set(missing)
+        metrics.AUDIT_LAST_RUN.labels(self._source).set(self._clock.time())
+
+    async def _backfill(
+        self, queue: asyncio.Queue[FetchedBatch | None], backfill: Backfill
+    ) -> None:
+        """List every slice of the window with syncflag=3, `concurrency` slices at a time, then
+        stop the pipeline: the committer drains the queue before the run ends."""
+        slots = asyncio.Semaphore(self._settings.poll.concurrency)
+
+        async def one_slice(start: datetime, end: datetime) -> None:
+            async with slots:
+                while not await self._retrying(self._slice_into(start, end, queue), queue):
+                    if self._stop.is_set():
+                        return
+
+        async with asyncio.TaskGroup() as slices:
+            for start, end in backfill.slices():
+                slices.create_task(one_slice(start, end))
+        log.info("backfill %s to %s fetched; stopping once committed", backfill.start, backfill.end)
+        self.request_stop()
+
+    async def _slice_into(
+        self, start: datetime, end: datetime, queue: asyncio.Queue[FetchedBatch | None]
+    ) -> None:
+        async for batch in self._poller.listing(start, end, 3, "backfill"):
+            await queue.put(batch)
 
     async def _retrying(
         self, work: Coroutine[Any, Any, None], queue: asyncio.Queue[FetchedBatch | None]
@@ -276,7 +366,7 @@ class Pipeline:
         seen: set[int] = set()
         good: list[tuple[int, dict[str, Any], bytes]] = []
         dead: list[OutgoingMessage] = []
-        new_ids: list[tuple[int, int]] = []
+        new_ids: list[int] = []
         for bill in batch.bills:
             record_id = bill_id(bill)
             if record_id is not None:
@@ -290,10 +380,13 @@ class Pipeline:
             except RecordError as exc:
                 dead.append(self._dead_letter(bill, record_id, exc, batch))
                 if record_id is not None:
-                    new_ids.append((record_id, batch.fetched_at_ms))
+                    new_ids.append(record_id)
+                    dead_start = dial_time_ms(bill, context.zone)
+                    if dead_start is not None:
+                        summary.dead_letter_start_ms.append(dead_start)
                 continue
             good.append((record["id"], record, value))
-            new_ids.append((record["id"], record["starttime"]))
+            new_ids.append(record["id"])
         good.sort(key=lambda item: item[0])
         messages = [self._record_message(record, value) for _, record, value in good]
         messages.extend(dead)
@@ -345,11 +438,13 @@ class Pipeline:
             timestamp_ms=batch.fetched_at_ms,
         )
 
-    def _advance_state(self, new_ids: list[tuple[int, int]], summary: CommitSummary) -> None:
+    def _advance_state(self, new_ids: list[int], summary: CommitSummary) -> None:
         state = self._state
-        state.committed.add_many(new_ids)
-        horizon_ms = int((self._clock.time() - self._settings.poll.lookback_seconds) * 1000)
-        state.committed.forget_before(horizon_ms)
+        now_ms = int(self._clock.time() * 1000)
+        state.committed.add_many(new_ids, now_ms)
+        state.count_hours(record["starttime"] for record in summary.records)
+        state.count_hours(summary.dead_letter_start_ms)
+        state.forget_before(now_ms - int(self._settings.poll.lookback_seconds * 1000))
         state.committed_total += summary.produced
         state.dead_lettered_total += summary.dead_lettered
         state.newest_end_ms = max(state.newest_end_ms, summary.newest_end_ms)
@@ -385,6 +480,8 @@ class Pipeline:
         metrics.RECORDS_PRODUCED.labels(source, batch.mode).inc(summary.produced)
         if batch.mode == "sweep":
             metrics.SWEEP_RECOVERED.labels(source).inc(summary.produced)
+        elif batch.mode == "audit":
+            metrics.AUDIT_REPAIRED.labels(source).inc(summary.produced)
         metrics.UNKNOWN_FIELDS.labels(source).inc(summary.unknown_fields)
         self._observe_records(summary.records, now)
         self._publish_state_metrics()

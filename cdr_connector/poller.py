@@ -23,14 +23,14 @@ import asyncio
 import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from cdr_connector.api import BillPage, BillQuery, VendorApi
 from cdr_connector.clock import Clock
 from cdr_connector.config import Filters, PollSettings, SourceSettings
 
-FetchMode = Literal["live", "sweep", "backfill"]
+FetchMode = Literal["live", "sweep", "audit", "backfill"]
 
 # The PBX's clock and ours may disagree; a window that ends a little in the future never
 # misses a record whose dial time is ahead of our clock.
@@ -130,6 +130,36 @@ class Poller:
             queries = [self._query(start, end, syncflag, p) for p in range(low, high + 1)]
             answers = await self._fetch_round(queries, mode)
             yield FetchedBatch(mode, _bills_of(answers), self._now_ms())
+
+    async def count(self, start: datetime, end: datetime) -> int:
+        """The vendor's count of all records (syncflag=3) with a dial time in [start, end]."""
+        query = BillQuery(
+            start=start,
+            end=end,
+            syncflag=3,
+            page=1,
+            page_size=1,
+            filters=self._source.filters,
+        )
+        answers = await self._fetch_round([query], "audit")
+        return answers[0].totalitems
+
+    def audit_hours(self) -> list[datetime]:
+        """Starts of the closed hours to audit, oldest first, as aware UTC datetimes.
+
+        Closed: ended at least `audit_settle_seconds` ago, when nearly every call dialled in it
+        has ended and been written. The oldest hour starts one hour inside the lookback, so the
+        committed counts for it are complete.
+        """
+        now = self._clock.time()
+        first = math.ceil((now - self._poll.lookback_seconds) / 3600) + 1
+        last = math.floor((now - self._poll.audit_settle_seconds) / 3600) - 1
+        return [datetime.fromtimestamp(hour * 3600, UTC) for hour in range(first, last + 1)]
+
+    def local_hour(self, hour_start: datetime) -> tuple[datetime, datetime]:
+        """The hour as an inclusive GetBill window, to the second, in the PBX's zone."""
+        start = hour_start.astimezone(self._source.zone)
+        return start, start + timedelta(seconds=3599)
 
     async def _fetch_round(self, queries: Sequence[BillQuery], mode: FetchMode) -> list[BillPage]:
         results = await asyncio.gather(

@@ -164,6 +164,18 @@ def record_key(record: Mapping[str, Any], fallback_field: str = "displaynumber")
 # --- integers ---------------------------------------------------------------------------------
 
 
+def dial_time_ms(bill: Any, zone: ZoneInfo) -> int | None:
+    """The bill's dial time in UTC epoch ms when it can be read, even if the bill as a whole
+    cannot be normalised (the audit counts dead-lettered bills by their dial hour too)."""
+    value = bill.get("starttime") if isinstance(bill, Mapping) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        return _clock_for(zone).to_utc_ms(value)
+    except ValueError:
+        return None
+
+
 def _integer(bill: Mapping[str, Any], field: str, low: int, high: int) -> int:
     value = bill.get(field)
     if type(value) is int and low <= value <= high:

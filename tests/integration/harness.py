@@ -77,13 +77,15 @@ def connector_env(
 class ConnectorProcess:
     """`python -m cdr_connector run` in a child process, its output in a log file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, command: tuple[str, ...] = ("run",)
+    ) -> None:
         self.env = env
         self.log_path = log_path
         self.http_port = int(env["CDR_HTTP__PORT"])
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cdr_connector", "run"],
+            [sys.executable, "-m", "cdr_connector", *command],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -4,7 +4,7 @@ import zlib
 import orjson
 import pytest
 
-from cdr_connector.checkpoint import CheckpointState, CommittedIds, IdRange
+from cdr_connector.checkpoint import HOUR_MS, CheckpointState, CommittedIds, IdRange
 from cdr_connector.errors import PermanentError
 
 
@@ -14,7 +14,7 @@ def ranges_of(ids: CommittedIds) -> list[tuple[int, int]]:
 
 def test_dense_ids_collapse_into_one_range() -> None:
     ids = CommittedIds()
-    ids.add_many((i, 1000) for i in range(1, 100_001))
+    ids.add_many(range(1, 100_001), 1000)
     assert ranges_of(ids) == [(1, 100_000)]
     assert len(ids) == 100_000
     assert 1 in ids and 100_000 in ids
@@ -23,10 +23,10 @@ def test_dense_ids_collapse_into_one_range() -> None:
 
 def test_gaps_are_kept_and_filled_later() -> None:
     ids = CommittedIds()
-    ids.add_many([(1, 0), (2, 0), (5, 0), (9, 0)])
+    ids.add_many([1, 2, 5, 9], 0)
     assert ranges_of(ids) == [(1, 2), (5, 5), (9, 9)]
     assert 3 not in ids and 4 not in ids
-    ids.add_many([(3, 0), (4, 0)])
+    ids.add_many([3, 4], 0)
     assert ranges_of(ids) == [(1, 5), (9, 9)]
     ids.add(8, 0)
     ids.add(6, 0)
@@ -51,10 +51,11 @@ def test_random_insertion_order_matches_a_plain_set() -> None:
 
 def test_adding_an_id_twice_changes_nothing() -> None:
     ids = CommittedIds()
-    ids.add_many([(10, 5), (11, 6)])
+    ids.add_many([10], 5)
+    ids.add_many([11], 6)
     ids.add(10, 99)
     assert ranges_of(ids) == [(10, 11)]
-    assert ids.ranges[0].newest_start_ms == 6
+    assert ids.ranges[0].committed_at_ms == 6
 
 
 def test_ranges_older_than_the_horizon_are_forgotten() -> None:
@@ -66,16 +67,18 @@ def test_ranges_older_than_the_horizon_are_forgotten() -> None:
 
 def test_newest_dial_time_of_a_range_is_the_maximum_of_its_ids() -> None:
     ids = CommittedIds()
-    ids.add_many([(1, 500), (2, 100), (3, 300)])
-    assert ids.ranges[0].newest_start_ms == 500
-    ids.add_many([(5, 50), (4, 900)])  # 4 joins both neighbours
+    ids.add_many([1, 3], 500)
+    ids.add_many([2], 100)
+    assert ids.ranges[0].committed_at_ms == 500
+    ids.add_many([5], 50)
+    ids.add_many([4], 900)  # 4 joins both neighbours
     assert ranges_of(ids) == [(1, 5)]
-    assert ids.ranges[0].newest_start_ms == 900
+    assert ids.ranges[0].committed_at_ms == 900
 
 
 def test_the_number_of_ranges_is_bounded_by_dropping_the_lowest() -> None:
     ids = CommittedIds(max_ranges=3)
-    ids.add_many([(i * 10, 0) for i in range(6)])
+    ids.add_many([i * 10 for i in range(6)], 0)
     assert ranges_of(ids) == [(30, 30), (40, 40), (50, 50)]
 
 
@@ -83,11 +86,14 @@ def test_state_round_trips_through_its_encoding() -> None:
     state = CheckpointState(
         source="s1", newest_end_ms=123, committed_total=7, dead_lettered_total=2
     )
-    state.committed.add_many([(1, 11), (2, 12), (9, 19)])
+    state.committed.add_many([1, 2], 12)
+    state.committed.add_many([9], 19)
+    state.count_hours([HOUR_MS * 5 + 7, HOUR_MS * 5 + 9, HOUR_MS * 6])
     decoded = CheckpointState.decode(state.encode())
     assert decoded.source == "s1"
     assert ranges_of(decoded.committed) == [(1, 2), (9, 9)]
-    assert [r.newest_start_ms for r in decoded.committed.ranges] == [12, 19]
+    assert [r.committed_at_ms for r in decoded.committed.ranges] == [12, 19]
+    assert decoded.hour_counts == {HOUR_MS * 5: 2, HOUR_MS * 6: 1}
     assert (decoded.newest_end_ms, decoded.committed_total, decoded.dead_lettered_total) == (
         123,
         7,
@@ -97,7 +103,7 @@ def test_state_round_trips_through_its_encoding() -> None:
 
 def test_a_million_dense_ids_encode_to_a_few_hundred_bytes() -> None:
     state = CheckpointState(source="s1")
-    state.committed.add_many((i, i) for i in range(1_000_000))
+    state.committed.add_many(range(1_000_000), 5)
     assert len(state.encode()) < 300
 
 
@@ -108,3 +114,13 @@ def test_a_million_dense_ids_encode_to_a_few_hundred_bytes() -> None:
 def test_an_unreadable_state_is_a_permanent_error_that_says_what_to_do(payload: bytes) -> None:
     with pytest.raises(PermanentError, match="state topic cannot be read"):
         CheckpointState.decode(payload)
+
+
+def test_forgetting_drops_old_hour_counts_with_old_ranges() -> None:
+    state = CheckpointState(source="s")
+    state.committed.add_many([1, 2], 1_000)
+    state.committed.add_many([10], 9 * HOUR_MS)
+    state.count_hours([0, HOUR_MS * 8 + 1])
+    state.forget_before(5 * HOUR_MS)
+    assert ranges_of(state.committed) == [(10, 10)]
+    assert state.hour_counts == {HOUR_MS * 8: 1}
