@@ -30,7 +30,7 @@ API_ERROR_KINDS = (
     "ret_604",
     "ret_other",
 )
-FETCH_MODES = ("live", "sweep", "backfill")
+FETCH_MODES = ("live", "sweep", "audit", "backfill")
 DEAD_LETTER_REASONS = ("normalise", "encode")
 DIRECTIONS = ("callin", "callout", "other")
 CALL_METHODS = ("0", "1", "2", "3", "4", "5", "6", "other")
@@ -210,3 +210,24 @@ def direction_label(direction: str) -> str:
 def callmethod_label(callmethod: int) -> str:
     label = str(callmethod)
     return label if label in CALL_METHODS else "other"
+
+
+AUDIT_MISSING = Gauge(
+    "cdr_connector_audit_missing_records",
+    "Records the vendor counts in closed hours but that were not committed, at the last audit "
+    "(before its repair).",
+    ["source"],
+    registry=REGISTRY,
+)
+AUDIT_REPAIRED = Counter(
+    "cdr_connector_audit_repaired_records_total",
+    "Records an audit found missing and published.",
+    ["source"],
+    registry=REGISTRY,
+)
+AUDIT_LAST_RUN = Gauge(
+    "cdr_connector_audit_last_run_timestamp_seconds",
+    "Unix time of the last completed audit.",
+    ["source"],
+    registry=REGISTRY,
+)
