@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -33,6 +34,10 @@ from pydantic_settings import (
 )
 
 from cdr_connector.errors import ConfigError
+
+# The file given to load_settings; a context variable rather than the environment, so loading
+# settings never changes the process's environment.
+_config_file: ContextVar[str | None] = ContextVar("cdr_config_file", default=None)
 
 ENV_PREFIX = "CDR_"
 CONFIG_PATH_ENV = "CDR_CONFIG"
@@ -246,7 +251,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        toml_path = os.environ.get(CONFIG_PATH_ENV)
+        toml_path = _config_file.get() or os.environ.get(CONFIG_PATH_ENV)
         if toml_path:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
         return tuple(sources)
@@ -258,18 +263,20 @@ class Settings(BaseSettings):
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Load and validate settings, or raise ConfigError with one line per problem."""
-    if config_file is not None:
-        if not config_file.is_file():
-            raise ConfigError(f"config file {str(config_file)!r} does not exist or is not a file")
-        os.environ[CONFIG_PATH_ENV] = str(config_file)
-    elif (path := os.environ.get(CONFIG_PATH_ENV)) and not Path(path).is_file():
-        raise ConfigError(f"{CONFIG_PATH_ENV}={path!r} does not exist or is not a file")
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file {str(config_file)!r} does not exist or is not a file")
+    if config_file is None and (path := os.environ.get(CONFIG_PATH_ENV)):
+        if not Path(path).is_file():
+            raise ConfigError(f"{CONFIG_PATH_ENV}={path!r} does not exist or is not a file")
+    token = _config_file.set(str(config_file) if config_file is not None else None)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
     except (OSError, ValueError) as exc:  # unreadable or malformed TOML
         raise ConfigError(f"config file cannot be read: {exc}") from None
+    finally:
+        _config_file.reset(token)
 
 
 def describe_validation_error(exc: ValidationError) -> str:
