@@ -117,8 +117,7 @@ def _load(args: argparse.Namespace) -> Settings:
 def _run(args: argparse.Namespace) -> int:
     from cdr_connector.app import run_connector
 
-    settings = _load(args)
-    return asyncio.run(run_connector(settings))
+    return run_connector(_load(args))
 
 
 def _backfill(args: argparse.Namespace) -> int:
@@ -133,7 +132,7 @@ def _backfill(args: argparse.Namespace) -> int:
         raise ConfigError(f"--to {args.end!r} is before --from {args.start!r}")
     if args.slice_seconds < 1:
         raise ConfigError("--slice-seconds must be at least 1")
-    return asyncio.run(run_connector(settings, Backfill(start, end, args.slice_seconds)))
+    return run_connector(settings, Backfill(start, end, args.slice_seconds))
 
 
 def _pbx_time(text: str, option: str) -> datetime:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 from dataclasses import dataclass, field
 
 from cdr_connector import __version__, metrics
@@ -39,6 +41,9 @@ class Connector:
     ops_port: int | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
     backfill: Backfill | None = None
+    abandoned: bool = False
+    """Set when shutdown overran its bound: the producer thread may still be blocked, so the
+    process must exit without waiting for it (see `__main__`)."""
 
     async def run(self) -> int:
         """Run until stopped by a signal or a finished backfill (exit 0), or a permanent error
@@ -75,7 +80,8 @@ class Connector:
         try:
             return await self._supervise(pipeline)
         finally:
-            await _close_quietly(sink, api)
+            if not self.abandoned:
+                await _close_quietly(sink, api)
             await runner.cleanup()
 
     async def _supervise(self, pipeline: Pipeline) -> int:
@@ -83,14 +89,15 @@ class Connector:
         stop_requested = asyncio.create_task(pipeline.wait_stop_requested())
         await asyncio.wait({task, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
         if not task.done():
-            try:
-                await asyncio.wait_for(task, self.settings.shutdown_timeout_seconds)
-            except TimeoutError:
+            await asyncio.wait({task}, timeout=self.settings.shutdown_timeout_seconds)
+            if not task.done():
+                task.cancel()  # not awaited: it may be stuck behind the blocked producer thread
                 log.error(
                     "shutdown did not finish within %.0fs; open work is abandoned and will "
                     "be recovered by the next start-up sweep",
                     self.settings.shutdown_timeout_seconds,
                 )
+                self.abandoned = True
                 return 0
         stop_requested.cancel()
         errors = _connector_errors(task)
@@ -151,5 +158,14 @@ def _publish_build_info(encoder: RecordEncoder) -> None:
     metrics.BUILD_INFO.info({"version": __version__, "schema": encoder.schema_tag})
 
 
-async def run_connector(settings: Settings, backfill: Backfill | None = None) -> int:
-    return await Connector(settings, backfill=backfill).run()
+def run_connector(settings: Settings, backfill: Backfill | None = None) -> int:
+    """Run the connector in a new event loop; never outlive the shutdown bound."""
+    connector = Connector(settings, backfill=backfill)
+    code = asyncio.run(connector.run())
+    if connector.abandoned:
+        # The producer's thread may be blocked in librdkafka for a while yet; the interpreter
+        # would wait for it at exit. Nothing is lost: the open transaction was never committed.
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(code)
+    return code

@@ -265,9 +265,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     """Load and validate settings, or raise ConfigError with one line per problem."""
     if config_file is not None and not config_file.is_file():
         raise ConfigError(f"config file {str(config_file)!r} does not exist or is not a file")
-    if config_file is None and (path := os.environ.get(CONFIG_PATH_ENV)):
-        if not Path(path).is_file():
-            raise ConfigError(f"{CONFIG_PATH_ENV}={path!r} does not exist or is not a file")
+    path = os.environ.get(CONFIG_PATH_ENV)
+    if config_file is None and path and not Path(path).is_file():
+        raise ConfigError(f"{CONFIG_PATH_ENV}={path!r} does not exist or is not a file")
     token = _config_file.set(str(config_file) if config_file is not None else None)
     try:
         return Settings(**overrides)

@@ -41,8 +41,11 @@ from cdr_connector.errors import (
 )
 
 log = logging.getLogger(__name__)
+_LIBRDKAFKA_LOG = logging.getLogger("cdr_connector.librdkafka")
 T = TypeVar("T")
 
+# Aborting and flushing at close happen inside the shutdown bound, so they get little time.
+_CLOSE_TIMEOUT_SECONDS = 5.0
 # Poll interval while the local queue is full: short enough to refill it quickly, long enough
 # not to spin.
 _QUEUE_FULL_POLL_SECONDS = 0.05
@@ -78,6 +81,8 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "queue.buffering.max.messages": kafka.queue_max_messages,
         "queue.buffering.max.kbytes": kafka.queue_max_kbytes,
         "linger.ms": 5,
+        # librdkafka's own lines go through logging, so stdout stays JSON lines.
+        "logger": _LIBRDKAFKA_LOG,
     }
     config.update(kafka.client_config)
     return config
@@ -91,6 +96,7 @@ def consumer_config(settings: Settings, group_suffix: str) -> dict[str, Any]:
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
+        "logger": _LIBRDKAFKA_LOG,
     }
     config.update(settings.kafka.client_config)
     return config
@@ -208,6 +214,7 @@ class TransactionalSink:
 
     def _close_blocking(self) -> None:
         producer = self._require_producer()
+        self._timeout = min(self._timeout, _CLOSE_TIMEOUT_SECONDS)
         if self._transaction_open:
             self._abort_quietly(producer)
         remaining = producer.flush(self._timeout)

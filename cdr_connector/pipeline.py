@@ -175,15 +175,15 @@ class Pipeline:
     async def _feed(
         self, queue: asyncio.Queue[FetchedBatch | None], backfill: Backfill | None
     ) -> None:
-        try:
-            async with asyncio.TaskGroup() as feeders:
-                feeders.create_task(self._live_loop(queue))
-                feeders.create_task(self._sweep_loop(queue))
-                feeders.create_task(self._audit_loop(queue))
-                if backfill is not None:
-                    feeders.create_task(self._backfill(queue, backfill))
-        finally:
-            await queue.put(None)
+        async with asyncio.TaskGroup() as feeders:
+            feeders.create_task(self._live_loop(queue))
+            feeders.create_task(self._sweep_loop(queue))
+            feeders.create_task(self._audit_loop(queue))
+            if backfill is not None:
+                feeders.create_task(self._backfill(queue, backfill))
+        # Only on a clean stop: after an error the enclosing TaskGroup cancels the committer,
+        # and waiting for room on a full queue would never end.
+        await queue.put(None)
 
     async def _live_loop(self, queue: asyncio.Queue[FetchedBatch | None]) -> None:
         while not self._stop.is_set():
