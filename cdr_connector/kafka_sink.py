@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka import KafkaError as LibKafkaError
@@ -100,6 +100,19 @@ def consumer_config(settings: Settings, group_suffix: str) -> dict[str, Any]:
     }
     config.update(settings.kafka.client_config)
     return config
+
+
+class Sink(Protocol):
+    """Where batches go. `commit` is all or nothing: when it returns, every message of the
+    batch is committed; when it raises, none is visible to read_committed consumers, and the
+    same batch may be committed again. Raises RetryableError (try the batch again) or
+    PermanentError (stop)."""
+
+    async def start(self) -> None: ...
+
+    async def commit(self, messages: Sequence[OutgoingMessage]) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class TransactionalSink:

@@ -1,6 +1,7 @@
 """The live round strategy against in-memory servers that mark, do not mark, or race."""
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ class FakeVendor:
         self.racing = racing
         self.requests: list[tuple[int, int]] = []
         self.fail_next: list[BaseException] = []
+        self.render: Callable[[int], Any] = lambda record_id: {"id": record_id}
 
     async def get_bills(self, query: BillQuery) -> BillPage:
         self.requests.append((query.syncflag, query.page))
@@ -39,7 +41,7 @@ class FakeVendor:
             await asyncio.sleep(0)  # let a concurrent request read the same records first
         if query.syncflag == 1 and self.marks:
             self.queried.update(page)
-        return BillPage(len(listing), query.page, query.page_size, [{"id": i} for i in page])
+        return BillPage(len(listing), query.page, query.page_size, [self.render(i) for i in page])
 
     async def login(self) -> None:
         return None

@@ -1,0 +1,221 @@
+"""The committer's logic with in-memory twins of the vendor and the sink (no network)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from cdr_connector import metrics
+from cdr_connector.avro import SingleObjectEncoder, decode
+from cdr_connector.checkpoint import CheckpointState
+from cdr_connector.clock import SystemClock
+from cdr_connector.config import Settings
+from cdr_connector.errors import KafkaTransientError, ProducerFencedError
+from cdr_connector.kafka_sink import OutgoingMessage
+from cdr_connector.pipeline import Pipeline
+from cdr_connector.poller import FetchedBatch, Poller
+from tests.unit.test_poller import FakeVendor
+
+SOURCE = "unit"
+
+
+def bill(record_id: int, ext: str = "8001", **changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "id": record_id, "extnumber": ext, "destnumber": "13800000000",
+        "displaynumber": "2190170001", "starttime": "2026-11-26 10:00:00",
+        "answertime": "2026-11-26 10:00:05", "endtime": "2026-11-26 10:01:00", "duration": 60,
+        "billsec": 55, "direction": "callout", "callmethod": 3, "userid": "0", "memberid": "0",
+        "chengshudu": "0", "customuuid": "0", "recordfilename": "", "downloadip": "",
+        "hangupdirection": 10041, "hangupcause": 10001, "userkey": "",
+    }  # fmt: skip
+    base.update(changes)
+    return base
+
+
+class FakeSink:
+    """Commits into a list; can be told to fail the next commits."""
+
+    def __init__(self) -> None:
+        self.transactions: list[list[OutgoingMessage]] = []
+        self.failures: list[Exception] = []
+
+    async def start(self) -> None:
+        return None
+
+    async def commit(self, messages: Sequence[OutgoingMessage]) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.transactions.append(list(messages))
+
+    async def close(self) -> None:
+        return None
+
+    def on(self, topic: str) -> list[OutgoingMessage]:
+        return [m for t in self.transactions for m in t if m.topic == topic]
+
+
+def make_pipeline(sink: FakeSink, state: bytes | None = None) -> Pipeline:
+    settings = Settings(
+        source={"name": SOURCE, "appid": "a", "accesskey": "k"},
+        poll={"retry_initial_seconds": 0.001, "retry_max_seconds": 0.002},
+    )  # type: ignore[arg-type]
+    poller = Poller(FakeVendor(0), settings.source, settings.poll, SystemClock())
+    return Pipeline(
+        settings, poller, sink, SingleObjectEncoder(), SystemClock(),
+        state_reader=lambda _settings, _key: state,
+    )  # fmt: skip
+
+
+def batch(*bills: Any, mode: str = "live") -> FetchedBatch:
+    return FetchedBatch(mode, list(bills), 1_795_000_000_000)  # type: ignore[arg-type]
+
+
+async def started(sink: FakeSink, state: bytes | None = None) -> Pipeline:
+    pipeline = make_pipeline(sink, state)
+    await pipeline._start()
+    return pipeline
+
+
+async def test_records_are_sorted_by_id_and_the_state_closes_the_transaction() -> None:
+    sink = FakeSink()
+    pipeline = await started(sink)
+    await pipeline._commit_batch(batch(bill(3), bill(1, "8002"), bill(2)))
+    [transaction] = sink.transactions
+    data = [m for m in transaction if m.topic == "cdr.calls"]
+    assert [decode(m.value)["id"] for m in data] == [1, 2, 3]
+    assert [m.key for m in data] == [b"8002", b"8001", b"8001"]
+    assert transaction[-1].topic == "cdr-connector.state"
+    assert transaction[-1].key == SOURCE.encode()
+    state = CheckpointState.decode(transaction[-1].value)
+    assert all(i in state.committed for i in (1, 2, 3))
+    assert state.committed_total == 3
+
+
+async def test_ids_already_committed_or_repeated_are_dropped() -> None:
+    sink = FakeSink()
+    pipeline = await started(sink)
+    await pipeline._commit_batch(batch(bill(1), bill(2)))
+    before = metrics.REGISTRY.get_sample_value(
+        "cdr_connector_records_deduplicated_total", {"source": SOURCE}
+    )
+    summary = await pipeline._commit_batch(batch(bill(2), bill(3), bill(3), mode="sweep"))
+    assert summary.produced == 1
+    assert summary.deduplicated == 2
+    assert [decode(m.value)["id"] for m in sink.on("cdr.calls")] == [1, 2, 3]
+    after = metrics.REGISTRY.get_sample_value(
+        "cdr_connector_records_deduplicated_total", {"source": SOURCE}
+    )
+    assert (after or 0) - (before or 0) == 2
+
+
+async def test_a_batch_of_only_duplicates_commits_nothing() -> None:
+    sink = FakeSink()
+    pipeline = await started(sink)
+    await pipeline._commit_batch(batch(bill(1)))
+    await pipeline._commit_batch(batch(bill(1)))
+    assert len(sink.transactions) == 1
+
+
+async def test_a_bad_bill_goes_to_the_dead_letter_topic_and_the_rest_proceeds() -> None:
+    sink = FakeSink()
+    pipeline = await started(sink)
+    await pipeline._commit_batch(batch(bill(1), bill(2, starttime="2026-02-30 10:00:00"), bill(3)))
+    assert [decode(m.value)["id"] for m in sink.on("cdr.calls")] == [1, 3]
+    [letter] = sink.on("cdr.calls.dlq")
+    headers = dict(letter.headers)
+    assert headers["cdr.stage"] == b"normalise"
+    assert headers["cdr.field"] == b"starttime"
+    assert headers["cdr.id"] == b"2"
+    assert b"2026-02-30" in letter.value
+    assert 2 in pipeline.state.committed, "a dead-lettered id is not fetched again by a sweep"
+
+
+async def test_a_bill_without_an_id_is_dead_lettered_without_a_key() -> None:
+    sink = FakeSink()
+    pipeline = await started(sink)
+    await pipeline._commit_batch(batch([1, 2], bill(5)))
+    [letter] = sink.on("cdr.calls.dlq")
+    assert letter.key is None
+    assert letter.value == b"[1,2]"
+
+
+async def test_a_retryable_commit_failure_commits_the_same_messages_again() -> None:
+    sink = FakeSink()
+    pipeline = await started(sink)
+    sink.failures = [KafkaTransientError("broker away"), KafkaTransientError("still away")]
+    await pipeline._commit_batch(batch(bill(1), bill(2)))
+    assert len(sink.transactions) == 1
+    assert [decode(m.value)["id"] for m in sink.on("cdr.calls")] == [1, 2]
+    assert CheckpointState.decode(sink.transactions[0][-1].value).committed_total == 2
+
+
+async def test_a_fenced_producer_stops_the_pipeline_and_says_why() -> None:
+    sink = FakeSink()
+    pipeline = await started(sink)
+    sink.failures = [ProducerFencedError("fenced by a newer instance")]
+    with pytest.raises(ProducerFencedError):
+        await pipeline._commit_batch(batch(bill(1)))
+    assert pipeline.status.not_ready_reason() == "fenced by a newer instance"
+
+
+async def test_the_state_read_at_start_is_the_one_deduplicated_against() -> None:
+    first = FakeSink()
+    pipeline = await started(first)
+    await pipeline._commit_batch(batch(bill(1), bill(2)))
+    restarted = FakeSink()
+    again = await started(restarted, first.transactions[-1][-1].value)
+    await again._commit_batch(batch(bill(1), bill(2), bill(3), mode="sweep"))
+    assert [decode(m.value)["id"] for m in restarted.on("cdr.calls")] == [3]
+
+
+async def test_telephony_figures_are_counted_per_label_set() -> None:
+    def calls(direction: str, answered: str) -> float:
+        value = metrics.REGISTRY.get_sample_value(
+            "cdr_connector_calls_total",
+            {"source": SOURCE, "direction": direction, "callmethod": "3", "answered": answered},
+        )
+        return value or 0.0
+
+    def billed() -> float:
+        return (
+            metrics.REGISTRY.get_sample_value(
+                "cdr_connector_billed_seconds_total", {"source": SOURCE, "direction": "callin"}
+            )
+            or 0.0
+        )
+
+    before = (calls("callin", "true"), calls("callin", "false"), billed())
+    sink = FakeSink()
+    pipeline = await started(sink)
+    await pipeline._commit_batch(
+        batch(
+            bill(1, direction="callin", billsec=10),
+            bill(2, direction="callin", billsec=20),
+            bill(3, direction="callin", answertime=None, billsec=0),
+        )
+    )
+    assert calls("callin", "true") - before[0] == 2
+    assert calls("callin", "false") - before[1] == 1
+    assert billed() - before[2] == 30
+
+
+async def test_run_sweeps_then_commits_the_live_backlog_and_stops_when_asked() -> None:
+    sink = FakeSink()
+    pipeline = make_pipeline(sink)
+    vendor = FakeVendor(25)
+    vendor.render = bill
+    vendor.queried.update({1, 2})  # fetched by an earlier run that died before committing
+    pipeline._poller._api = vendor  # type: ignore[assignment]
+    task = asyncio.create_task(pipeline.run())
+    while len(sink.on("cdr.calls")) < 25:
+        await asyncio.sleep(0.01)
+    pipeline.request_stop()
+    await asyncio.wait_for(task, 5)
+    ids = [decode(m.value)["id"] for m in sink.on("cdr.calls")]
+    assert ids == list(range(1, 26)), "the sweep's records first, then the live ones, once each"
+    modes = [decode(m.value)["fetch_mode"] for m in sink.on("cdr.calls")]
+    assert modes[:2] == ["sweep", "sweep"]
+    assert set(modes[2:]) == {"live"}
