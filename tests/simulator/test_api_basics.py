@@ -20,47 +20,9 @@ from tests.simulator.conftest import (
     StartSimulator,
     advance,
 )
+from tests.vendor_doc import example_answer
 
-# The example answer of getbill.md, verbatim.
-DOC_ANSWER: dict[str, Any] = {
-    "ret": 200,
-    "data": {
-        "status": 0,
-        "desc": "get success",
-        "result": {
-            "totalitems": 8151,
-            "currentpage": 1,
-            "itemsperpage": 10,
-            "bills": [
-                {
-                    "id": 22670,
-                    "extnumber": "",
-                    "destnumber": "13387525701",
-                    "displaynumber": "2190170001",
-                    "starttime": "2019-09-27 14:58:37",
-                    "answertime": None,
-                    "endtime": "2019-09-27 14:59:05",
-                    "duration": 28,
-                    "billsec": 0,
-                    "direction": "callout",
-                    "callmethod": 6,
-                    "userid": "0",
-                    "memberid": "0",
-                    "chengshudu": "0",
-                    "customuuid": "0",
-                    "recordfilename": "",
-                    "downloadip": "",
-                    "hangupdirection": 10041,
-                    "hangupcause": 10020,
-                    "userkey": "#",
-                }
-            ],
-        },
-        "reqtime": 1581502410,
-        "rsptime": 1581502410,
-    },
-    "msg": "",
-}
+DOC_ANSWER = example_answer()
 DOC_BILL = DOC_ANSWER["data"]["result"]["bills"][0]
 # The PHP example's fields (getbill.md), the token aside.
 PHP_EXAMPLE = {

@@ -37,7 +37,8 @@ from cdr_connector.avro import (
 from cdr_connector.config import AvroSettings, Settings
 from cdr_connector.errors import RecordError
 from cdr_connector.records import normalise
-from tests.unit.test_records import EXAMPLE_RESPONSE, answered, context
+from tests.unit.test_records import answered, context
+from tests.vendor_doc import EXAMPLE_RESPONSE
 
 AVSC = Path(__file__).resolve().parents[2] / "schemas" / "cdr_record.avsc"
 TOPIC = "cdr.calls"
