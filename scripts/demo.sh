@@ -23,7 +23,7 @@ trap 'exit 130' INT TERM
 echo "starting Kafka..."
 deploy/dev/kafka.sh start | tail -n 1
 echo "starting the simulator on 127.0.0.1:18080 (20 calls/s, 2000 records of backlog)..."
-"$bin" simulate --port 18080 --appid demo --accesskey demo-secret --rate 20 --backlog 2000 \
+"$bin" simulate --port 18080 --appid demo --accesskey demo-secret --rate 20 --backlog 2000 --backlog-span 3600 \
   --timezone Asia/Shanghai >deploy/dev/.run/simulator.log 2>&1 &
 pids+=($!)
 echo "starting the connector (log: deploy/dev/.run/connector.log, metrics: http://127.0.0.1:19464/metrics)..."
