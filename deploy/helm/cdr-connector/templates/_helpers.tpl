@@ -1,0 +1,157 @@
+{{/* Names: <release>-cdr-connector unless the release name already contains the chart name. */}}
+{{- define "cdr-connector.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "cdr-connector.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "cdr-connector.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "cdr-connector.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "cdr-connector.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "cdr-connector.labels" -}}
+helm.sh/chart: {{ include "cdr-connector.chart" . }}
+{{ include "cdr-connector.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "cdr-connector.imageTag" . | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/component: connector
+app.kubernetes.io/part-of: cdr-connector
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+cdr-connector/source: {{ include "cdr-connector.sourceName" . | quote }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "cdr-connector.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "cdr-connector.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "cdr-connector.imageTag" -}}
+{{- .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{- define "cdr-connector.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (include "cdr-connector.imageTag" .) }}
+{{- end }}
+{{- end }}
+
+{{/* The source's name; the connector's own default when config.source.name is not set. */}}
+{{- define "cdr-connector.sourceName" -}}
+{{- (.Values.config.source | default dict).name | default "default" }}
+{{- end }}
+
+{{/* The listener port of /metrics, /livez and /readyz (config.http.port). */}}
+{{- define "cdr-connector.httpPort" -}}
+{{- (.Values.config.http | default dict).port | default 9464 | int }}
+{{- end }}
+
+{{/* The shutdown bound in whole seconds, rounded up (the connector's default is 30). */}}
+{{- define "cdr-connector.shutdownSeconds" -}}
+{{- .Values.config.shutdown_timeout_seconds | default 30 | float64 | ceil | int }}
+{{- end }}
+
+{{/*
+terminationGracePeriodSeconds: the kubelet sends SIGKILL this long after SIGTERM. The connector
+stops its pipeline within shutdown_timeout_seconds and then closes the producer (at most 5 s more)
+and its listener, so the grace period must exceed the bound by at least 5 s; the default adds 15.
+*/}}
+{{- define "cdr-connector.terminationGracePeriodSeconds" -}}
+{{- $bound := include "cdr-connector.shutdownSeconds" . | int }}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
+{{- add $bound 15 }}
+{{- else }}
+{{- $grace := .Values.terminationGracePeriodSeconds | int }}
+{{- if lt $grace (add $bound 5) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be at least config.shutdown_timeout_seconds + 5 (%d): the kubelet would kill the connector before it has committed and closed its producer" $grace (add $bound 5)) }}
+{{- end }}
+{{- $grace }}
+{{- end }}
+{{- end }}
+
+{{/* Where the credentials Secret is mounted, and the file the connector reads the key from. */}}
+{{- define "cdr-connector.accesskeyFile" -}}
+{{- printf "%s/%s" (trimSuffix "/" .Values.credentials.mountPath) .Values.credentials.accesskeyKey }}
+{{- end }}
+
+{{/*
+Integral numbers in Helm values are float64 (YAML goes through JSON); TOML would print them as
+9464.0. This turns every integral float of a map, in place and recursively, into an int64.
+*/}}
+{{- define "cdr-connector.intify" -}}
+{{- $map := . }}
+{{- range $key, $value := $map }}
+{{- if and (eq (kindOf $value) "float64") (eq $value (floor $value)) }}
+{{- $_ := set $map $key (int64 $value) }}
+{{- else if kindIs "map" $value }}
+{{- include "cdr-connector.intify" $value }}
+{{- else if kindIs "slice" $value }}
+{{- $items := list }}
+{{- range $value }}
+{{- if and (eq (kindOf .) "float64") (eq . (floor .)) }}
+{{- $items = append $items (int64 .) }}
+{{- else }}
+{{- $items = append $items . }}
+{{- end }}
+{{- end }}
+{{- $_ := set $map $key $items }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+settings.toml: values.config with what the chart owns filled in: the access key file of the
+mounted Secret, and the listener on every interface (the kubelet probes the pod's IP).
+*/}}
+{{- define "cdr-connector.settingsToml" -}}
+{{- $config := deepCopy .Values.config }}
+{{- $source := get $config "source" | default dict }}
+{{- $_ := set $source "accesskey_file" (include "cdr-connector.accesskeyFile" .) }}
+{{- $_ := set $config "source" $source }}
+{{- $http := get $config "http" | default dict }}
+{{- $_ := set $http "host" (get $http "host" | default "0.0.0.0") }}
+{{- $_ := set $http "port" (include "cdr-connector.httpPort" . | int) }}
+{{- $_ := set $config "http" $http }}
+{{- include "cdr-connector.intify" $config }}
+{{- toToml $config }}
+{{- end }}
+
+{{/* Refuse what would break the connector's guarantees, with a message that says why. */}}
+{{- define "cdr-connector.validate" -}}
+{{- if gt (int .Values.replicaCount) 1 }}
+{{- fail (printf "replicaCount is %d, but cdr-connector runs one active instance per source: a second pod with the same transactional.id fences the first, and they would take turns crashing. Keep replicaCount at 1 (0 to stop it); for more throughput raise config.poll.concurrency, for more vendor accounts install one release per source." (int .Values.replicaCount)) }}
+{{- end }}
+{{- if not .Values.credentials.existingSecret }}
+{{- fail "credentials.existingSecret is required: the name of a Secret in the release's namespace whose key credentials.accesskeyKey (default \"accesskey\") holds the vendor access key (kubectl create secret generic cdr-vendor --from-literal=accesskey=...)" }}
+{{- end }}
+{{- $source := .Values.config.source | default dict }}
+{{- if or (hasKey $source "accesskey") (hasKey $source "accesskey_file") }}
+{{- fail "config.source.accesskey and config.source.accesskey_file are set by the chart from credentials.existingSecret: never put the access key in values (they end up in a ConfigMap)" }}
+{{- end }}
+{{- if and (not $source.appid) (not .Values.credentials.appidKey) }}
+{{- fail "config.source.appid is required (or credentials.appidKey to read it from the Secret)" }}
+{{- end }}
+{{- $_ := include "cdr-connector.terminationGracePeriodSeconds" . }}
+{{- end }}
