@@ -53,8 +53,16 @@ class Connector:
         assert_compiled_fastavro()
         encoder = self.encoder = await asyncio.to_thread(build_encoder, settings)
         _publish_build_info(encoder)
-        await asyncio.to_thread(ensure_topics, settings)
         api = VendorApiClient(settings.source, settings.poll, clock=self.clock)
+        try:
+            # Fail fast at start: an unreachable or refusing vendor API is an error and a
+            # non-zero exit (after the client's retries), not a loop of warnings. Later
+            # outages are retried for as long as they last.
+            await api.login()
+            await asyncio.to_thread(ensure_topics, settings)
+        except BaseException:
+            await api.close()
+            raise
         sink = TransactionalSink(settings)
         pipeline = Pipeline(
             settings,
