@@ -269,9 +269,13 @@ def ensure_topics(settings: Settings, admin: AdminClient | None = None) -> None:
     Blocking: call it from a thread.
     """
     kafka = settings.kafka
-    admin = admin or AdminClient(
-        {"bootstrap.servers": kafka.bootstrap_servers, **kafka.client_config}
-    )
+    if admin is None:
+        config: dict[str, Any] = {
+            "bootstrap.servers": kafka.bootstrap_servers,
+            "logger": _LIBRDKAFKA_LOG,  # its lines go through logging, as the producer's do
+            **kafka.client_config,
+        }
+        admin = AdminClient(config)
     try:
         existing = set(admin.list_topics(timeout=kafka.operation_timeout_seconds).topics)
     except KafkaException as exc:

@@ -100,6 +100,10 @@ async def test_a_bad_start_is_a_clear_error_a_non_zero_exit_and_nothing_written(
     assert code == expected_exit, output
     assert expected_text in output, output
     assert "Traceback" not in output, output
+    lines = output.splitlines()
+    # One error line at the end; before it only JSON log lines (no raw librdkafka lines).
+    assert lines[-1].startswith("cdr-connector: "), output
+    assert all(line.startswith("{") for line in lines[:-1]), output
     assert ACCESSKEY not in output
     assert records["queried"] == 0, "no record may be taken from the vendor"
     assert written == dict.fromkeys(written, 0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -96,8 +97,6 @@ class PrivateBroker:
 
 def _free_port_pair() -> int:
     """A free port whose successor (the controller's port) is free too."""
-    import socket
-
     while True:
         port = free_port()
         with socket.socket() as probe:
