@@ -1,0 +1,1 @@
+"""Benchmarks of cdr-connector: `python -m bench --help`."""

@@ -1,0 +1,285 @@
+"""What every benchmark part shares: the broker, the simulator and connector processes, their
+CPU and memory as /proc reports them, and the connector's /metrics.
+
+Every process runs on its own: the simulator, the connector and the naive client are separate
+interpreters, so one's CPU never counts as another's and neither shares an event loop.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+OUT_DIR = REPO_ROOT / "bench" / ".out"
+KAFKA_SCRIPT = REPO_ROOT / "deploy" / "dev" / "kafka.sh"
+APPID, ACCESSKEY = "bench", "bench-secret"
+PAGE_SIZE = 1000
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def load_average() -> float:
+    """The 1-minute load average, recorded with every figure (2 cores: above 2 is busy)."""
+    return os.getloadavg()[0]
+
+
+# --- the broker ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Broker:
+    bootstrap: str
+    started_here: bool
+    env: dict[str, str]
+
+    def stop(self) -> None:
+        if self.started_here:
+            subprocess.run([str(KAFKA_SCRIPT), "stop"], env=self.env, check=False)
+
+
+def start_broker(port: int, bootstrap: str | None) -> Broker:
+    """A broker of our own (run directory under bench/.out), unless `bootstrap` names one."""
+    env = {**os.environ, "KAFKA_RUN_DIR": str(OUT_DIR / "kafka"), "KAFKA_PORT": str(port)}
+    if bootstrap:
+        return Broker(bootstrap, False, env)
+    running = subprocess.run(
+        [str(KAFKA_SCRIPT), "status"], env=env, capture_output=True, text=True, check=False
+    )
+    if running.returncode == 0:
+        return Broker(running.stdout.strip().splitlines()[-1], False, env)
+    started = subprocess.run(
+        [str(KAFKA_SCRIPT), "start"], env=env, capture_output=True, text=True, check=True
+    )
+    return Broker(started.stdout.strip().splitlines()[-1], True, env)
+
+
+def delete_topics(bootstrap: str, prefix: str) -> None:
+    """Drop a run's topics, so that many runs do not fill the broker's disk."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            try:
+                future.result()
+            except Exception as exc:
+                print(f"bench: deleting a topic failed: {exc}", file=sys.stderr)
+
+
+# --- /proc ---------------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of all threads of `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) in kB: resident now and its peak."""
+    found: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            found[key] = int(value.split()[0])
+    return found["VmRSS"], found["VmHWM"]
+
+
+# --- the simulator -------------------------------------------------------------------------------
+
+
+@dataclass
+class Simulator:
+    process: subprocess.Popen[bytes]
+    url: str
+    preload_seconds: float
+
+    @property
+    def admin_url(self) -> str:
+        return f"{self.url}admin/"
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.admin_url}stats", timeout=10) as response:
+            stats: dict[str, Any] = orjson.loads(response.read())
+        return stats
+
+    def unqueried(self) -> int:
+        return int(self.stats()["records"]["unqueried"])
+
+
+@contextmanager
+def simulator(
+    name: str, *, backlog: int, rate: float = 0.0, latency_ms: float = 0.0
+) -> Iterator[Simulator]:
+    """The simulator's CLI in its own process, its backlog preloaded; stopped on exit.
+
+    The backlog's calls end within the hour before start-up, well inside the connector's
+    lookback, so every one of them is in the live window.
+    """
+    log_path = OUT_DIR / "logs" / f"{name}.simulator.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "cdr_connector.simulator.cli",
+                "--port", "0", "--appid", APPID, "--accesskey", ACCESSKEY,
+                "--backlog", str(backlog), "--backlog-span", "3600",
+                "--rate", str(rate), "--latency-ms", str(latency_ms),
+            ],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+        )  # fmt: skip
+    try:
+        url, preload = _wait_listening(process, log_path)
+        yield Simulator(process, url, preload)
+    finally:
+        stop_process(process)
+
+
+def _wait_listening(process: subprocess.Popen[bytes], log_path: Path) -> tuple[str, float]:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        text = log_path.read_text(errors="replace")
+        preload = re.search(r"backlog of \d+ records in ([\d.]+) s", text)
+        if listening := re.search(r"listening on (\S+)", text):
+            return listening[1], float(preload[1]) if preload else 0.0
+        if process.poll() is not None:
+            raise RuntimeError(f"the simulator exited:\n{text}")
+        time.sleep(0.1)
+    raise RuntimeError("the simulator did not start within 300 s")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+# --- the connector -------------------------------------------------------------------------------
+
+
+def connector_env(
+    bootstrap: str, api_url: str, source: str, http_port: int, **extra: str
+) -> dict[str, str]:
+    """Settings of a connector process, all as CDR_ environment variables; topics per run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDR_")}
+    env.update(
+        {
+            "CDR_SOURCE__NAME": source,
+            "CDR_SOURCE__API_URL": api_url,
+            "CDR_SOURCE__APPID": APPID,
+            "CDR_SOURCE__ACCESSKEY": ACCESSKEY,
+            "CDR_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "CDR_KAFKA__TOPIC": f"{source}.calls",
+            "CDR_KAFKA__DEAD_LETTER_TOPIC": f"{source}.calls.dlq",
+            "CDR_KAFKA__STATE_TOPIC": f"{source}.state",
+            "CDR_KAFKA__CREATE_TOPICS": "true",
+            "CDR_KAFKA__REPLICATION_FACTOR": "1",
+            "CDR_HTTP__HOST": "127.0.0.1",
+            "CDR_HTTP__PORT": str(http_port),
+            "CDR_LOG__FORMAT": "json",
+            "CDR_LOG__LEVEL": "WARNING",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+class Connector:
+    """`python -m cdr_connector run` as a child process, its log under bench/.out/logs."""
+
+    def __init__(self, name: str, env: dict[str, str]) -> None:
+        self.port = int(env["CDR_HTTP__PORT"])
+        self.source = env["CDR_SOURCE__NAME"]
+        self.log_path = OUT_DIR / "logs" / f"{name}.connector.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "cdr_connector", "run"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+            )
+        self.started = time.monotonic()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def metrics(self) -> dict[str, float]:
+        """Every sample of /metrics, summed over labels: `name` or `name{le=...}` for buckets."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        samples: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                key = sample.name
+                if "le" in sample.labels:
+                    key = f"{key}{{le={sample.labels['le']}}}"
+                samples[key] = samples.get(key, 0.0) + sample.value
+        return samples
+
+    def produced(self) -> float:
+        return self.metrics().get("cdr_connector_records_produced_total", 0.0)
+
+    def wait_metrics(self, timeout: float = 120.0) -> None:
+        """Until /metrics answers: start-up (login, topics) is done and the pipeline runs."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                self.metrics()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"the connector's /metrics did not answer within {timeout} s")
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"the connector exited with {self.process.returncode}:\n{tail}")
+
+    def stop(self) -> int:
+        return stop_process(self.process)
+
+
+def run_json(module: str, *args: str, timeout: float = 1800) -> dict[str, Any]:
+    """Run `python -m module args` and return the JSON object its last stdout line holds."""
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{module} {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = orjson.loads(done.stdout.strip().splitlines()[-1])
+    return result
