@@ -52,7 +52,7 @@ class Connector:
         source = settings.source.name
         assert_compiled_fastavro()
         encoder = self.encoder = await asyncio.to_thread(build_encoder, settings)
-        _publish_build_info(encoder)
+        metrics.init_source(source, version=__version__, schema=encoder.schema_tag)
         api = VendorApiClient(settings.source, settings.poll, clock=self.clock)
         try:
             # Fail fast at start: an unreachable or refusing vendor API is an error and a
@@ -160,10 +160,6 @@ async def _close_quietly(sink: TransactionalSink, api: VendorApiClient) -> None:
     except CdrConnectorError as exc:
         log.warning("closing the Kafka producer: %s", exc)
     await api.close()
-
-
-def _publish_build_info(encoder: RecordEncoder) -> None:
-    metrics.BUILD_INFO.info({"version": __version__, "schema": encoder.schema_tag})
 
 
 def run_connector(settings: Settings, backfill: Backfill | None = None) -> int:

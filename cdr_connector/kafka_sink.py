@@ -180,7 +180,9 @@ class TransactionalSink:
             raise error from exc
         finally:
             for delivery_error in self._delivery_errors:
-                metrics.KAFKA_DELIVERY_ERRORS.labels(self._source, delivery_error.name()).inc()
+                metrics.KAFKA_DELIVERY_ERRORS.labels(
+                    self._source, metrics.kafka_error_label(delivery_error.name())
+                ).inc()
         metrics.TRANSACTIONS.labels(self._source, "committed").inc()
 
     def _produce(self, producer: Producer, message: OutgoingMessage) -> None:

@@ -7,12 +7,22 @@ error message as a label would let one bad day create millions of series).
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
 
+# No `_created` gauge beside every counter and histogram: Prometheus' text format gains nothing
+# from them, and they would double the series.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 # Fixed label value sets, so dashboards and alerts can rely on them.
-API_SERVICES = ("login", "getbill")
+API_SERVICES = ("login", "getbill", "recordfile")
 API_OUTCOMES = ("ok", "retryable", "permanent")
 API_ERROR_KINDS = (
     "transport",
@@ -31,16 +41,55 @@ API_ERROR_KINDS = (
     "ret_other",
 )
 FETCH_MODES = ("live", "sweep", "audit", "backfill")
-DEAD_LETTER_REASONS = ("normalise", "encode")
+DEAD_LETTER_REASONS = ("normalise", "encode", "other")
 DIRECTIONS = ("callin", "callout", "other")
 CALL_METHODS = ("0", "1", "2", "3", "4", "5", "6", "other")
+ANSWERED = ("true", "false")
+TRANSACTION_RESULTS = ("committed", "aborted")
+# librdkafka error names a transactional producer's delivery reports carry in practice; any other
+# name is counted as "other" (the log line of the failed transaction names it).
+KAFKA_ERROR_CODES = (
+    "_MSG_TIMED_OUT",
+    "_TIMED_OUT",
+    "_TRANSPORT",
+    "_ALL_BROKERS_DOWN",
+    "_PURGE_QUEUE",
+    "_PURGE_INFLIGHT",
+    "_FENCED",
+    "_STATE",
+    "MSG_SIZE_TOO_LARGE",
+    "UNKNOWN_TOPIC_OR_PART",
+    "TOPIC_AUTHORIZATION_FAILED",
+    "NOT_ENOUGH_REPLICAS",
+    "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+    "INVALID_PRODUCER_EPOCH",
+    "PRODUCER_FENCED",
+    "OUT_OF_ORDER_SEQUENCE_NUMBER",
+    "other",
+)
+
+LABEL_VALUES: dict[str, tuple[str, ...]] = {
+    "mode": FETCH_MODES,
+    "service": API_SERVICES,
+    "outcome": API_OUTCOMES,
+    "kind": API_ERROR_KINDS,
+    "reason": DEAD_LETTER_REASONS,
+    "direction": DIRECTIONS,
+    "callmethod": CALL_METHODS,
+    "answered": ANSWERED,
+    "result": TRANSACTION_RESULTS,
+    "code": KAFKA_ERROR_CODES,
+}
+"""Every label's fixed set of values. The labels not listed take one value per process:
+`source` (the configured `source.name`), and `version` and `schema` of the build info."""
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _E2E_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
 
 BUILD_INFO = Info(
     "cdr_connector_build",
-    "Version of the connector and fingerprint of its Avro schema.",
+    "Version of the connector and fingerprint of its Avro schema (always 1).",
+    ["source"],
     registry=REGISTRY,
 )
 
@@ -115,7 +164,7 @@ NEWEST_COMMITTED_END = Gauge(
 )
 FRESHNESS_LAG = Gauge(
     "cdr_connector_freshness_lag_seconds",
-    "Now minus the end time of the newest committed call, updated every poll cycle.",
+    "Now minus the end time of the newest committed call, at scrape time (0 before the first).",
     ["source"],
     registry=REGISTRY,
 )
@@ -142,13 +191,13 @@ LAST_COMMIT = Gauge(
 )
 TRANSACTIONS = Counter(
     "cdr_connector_transactions_total",
-    "Kafka transactions by result.",
+    "Kafka transactions by result (committed, aborted).",
     ["source", "result"],
     registry=REGISTRY,
 )
 KAFKA_DELIVERY_ERRORS = Counter(
     "cdr_connector_kafka_delivery_errors_total",
-    "Failed message deliveries by librdkafka error name.",
+    "Failed message deliveries by librdkafka error name (a fixed set, then other).",
     ["source", "code"],
     registry=REGISTRY,
 )
@@ -203,6 +252,14 @@ def api_error_kind_for_ret(ret: int) -> str:
     return kind if kind in API_ERROR_KINDS else "ret_other"
 
 
+def dead_letter_reason(stage: str) -> str:
+    return stage if stage in DEAD_LETTER_REASONS else "other"
+
+
+def kafka_error_label(name: str) -> str:
+    return name if name in KAFKA_ERROR_CODES else "other"
+
+
 def direction_label(direction: str) -> str:
     return direction if direction in DIRECTIONS else "other"
 
@@ -231,3 +288,44 @@ AUDIT_LAST_RUN = Gauge(
     ["source"],
     registry=REGISTRY,
 )
+
+
+def init_source(source: str, *, version: str, schema: str) -> None:
+    """Publish the build info and create every labelled series of `source` at zero.
+
+    A counter that does not exist yet is "no data" to a dashboard and to `rate()`/`increase()`,
+    and the first increment of a series that appears with it is lost to both; created at start,
+    every counter and histogram of the fixed label sets exists from the first scrape. Gauges
+    are left out: a gauge appears once its value is known (the backlog after the first poll).
+    """
+    BUILD_INFO.labels(source).info({"version": version, "schema": schema})
+    for metric in (
+        RECORDS_DEDUPLICATED,
+        UNKNOWN_FIELDS,
+        TOKEN_RENEWALS,
+        END_TO_END_LATENCY,
+        SWEEP_RECOVERED,
+        AUDIT_REPAIRED,
+    ):
+        metric.labels(source)
+    for mode in FETCH_MODES:
+        RECORDS_FETCHED.labels(source, mode)
+        RECORDS_PRODUCED.labels(source, mode)
+        POLL_CYCLE_DURATION.labels(source, mode)
+    for reason in DEAD_LETTER_REASONS:
+        RECORDS_DEAD_LETTERED.labels(source, reason)
+    for service in API_SERVICES:
+        API_REQUEST_DURATION.labels(source, service)
+        for outcome in API_OUTCOMES:
+            API_REQUESTS.labels(source, service, outcome)
+    for kind in API_ERROR_KINDS:
+        API_ERRORS.labels(source, kind)
+    for result in TRANSACTION_RESULTS:
+        TRANSACTIONS.labels(source, result)
+    for code in KAFKA_ERROR_CODES:
+        KAFKA_DELIVERY_ERRORS.labels(source, code)
+    for direction in DIRECTIONS:
+        BILLED_SECONDS.labels(source, direction)
+        for callmethod in CALL_METHODS:
+            for answered in ANSWERED:
+                CALLS.labels(source, direction, callmethod, answered)

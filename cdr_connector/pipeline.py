@@ -107,6 +107,7 @@ class CommitSummary:
     newest_end_ms: int = 0
     records: list[dict[str, Any]] = field(default_factory=list)
     dead_letter_start_ms: list[int] = field(default_factory=list)
+    dead_letter_stages: list[str] = field(default_factory=list)
 
 
 class Pipeline:
@@ -164,6 +165,8 @@ class Pipeline:
         if payload is not None:
             self._state = CheckpointState.decode(payload)
         self._publish_state_metrics()
+        # Computed at every scrape, so it keeps growing while a cycle is stuck or slow.
+        metrics.FRESHNESS_LAG.labels(self._source).set_function(self._freshness_lag)
         self.status.state_loaded = True
         log.info(
             "state loaded: %d committed ids in %d ranges",
@@ -193,7 +196,6 @@ class Pipeline:
             metrics.POLL_CYCLE_DURATION.labels(self._source, "live").observe(
                 self._clock.monotonic() - started
             )
-            metrics.FRESHNESS_LAG.labels(self._source).set(self._freshness_lag())
             await self._pause(self._settings.poll.interval_seconds)
 
     async def _live_cycle_into(self, queue: asyncio.Queue[FetchedBatch | None]) -> None:
@@ -380,6 +382,7 @@ class Pipeline:
                 value = self._encoder.encode(record)
             except RecordError as exc:
                 dead.append(self._dead_letter(bill, record_id, exc, batch))
+                summary.dead_letter_stages.append(exc.stage)
                 if record_id is not None:
                     new_ids.append(record_id)
                     dead_start = dial_time_ms(bill, context.zone)
@@ -479,6 +482,8 @@ class Pipeline:
         if summary.produced == 0 and summary.dead_lettered == 0:
             return
         metrics.RECORDS_PRODUCED.labels(source, batch.mode).inc(summary.produced)
+        for stage in summary.dead_letter_stages:
+            metrics.RECORDS_DEAD_LETTERED.labels(source, metrics.dead_letter_reason(stage)).inc()
         if batch.mode == "sweep":
             metrics.SWEEP_RECOVERED.labels(source).inc(summary.produced)
         elif batch.mode == "audit":

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/bootstrap.sh
+scripts/install-prometheus.sh
 scripts/install-deploy-tools.sh
 
 started_broker=0
