@@ -3,7 +3,8 @@
 # Debian's `prometheus` package, into .tools/prometheus (git-ignored): the package is downloaded
 # with `apt-get download` and unpacked with `dpkg -x`, so nothing is installed system-wide and
 # no service is started. Skips everything when promtool is already there. Needs a Debian (or
-# Ubuntu) machine with apt; runs as root or as any user who may write to .tools/.
+# Ubuntu) machine with apt; `apt-get update`, run only when the download fails (a fresh machine
+# without package lists), needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
