@@ -29,7 +29,14 @@ from typing import Any
 import orjson
 
 from bench import e2e
-from bench.common import OUT_DIR, load_average, run_json, start_broker
+from bench.common import (
+    OUT_DIR,
+    load_average,
+    run_json,
+    start_broker,
+    use_revision,
+    use_source,
+)
 from bench.report import write_readme
 
 PARTS = ("stages", "e2e", "naive", "freshness", "soak")
@@ -60,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--soak-seconds", type=float, default=0.0)
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the connector while it drains"
+    )
+    parser.add_argument(
+        "--revision", default="HEAD", help="git revision of cdr_connector/ to measure"
+    )
+    parser.add_argument(
+        "--source-dir", type=Path, help="measure the cdr_connector/ inside DIR instead"
     )
     parser.add_argument("--bootstrap", help="use this broker instead of starting one")
     parser.add_argument("--kafka-port", type=int, default=29092)
@@ -96,6 +109,11 @@ def main() -> int:
         }
         results["kept_from"] = previous.get("started")
     OUT_DIR.mkdir(parents=True, exist_ok=True)
+    if args.source_dir is not None:
+        use_source(args.source_dir.resolve())
+        results["source"] = str(args.source_dir)
+    else:
+        results["source"] = f"{args.revision} = {use_revision(args.revision)}"
     broker = start_broker(args.kafka_port, args.bootstrap)
     print(f"bench: broker {broker.bootstrap}", file=sys.stderr)
     try:

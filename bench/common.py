@@ -32,6 +32,37 @@ PAGE_SIZE = 1000
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def source_root() -> Path:
+    """Where the processes started here import `cdr_connector` from: a `git archive` of the
+    revision under test (so edits in the working tree do not change a run half-way), or a
+    patched copy; `bench` itself always comes from this checkout (PYTHONPATH)."""
+    return Path(os.environ.get("BENCH_SOURCE_ROOT", str(REPO_ROOT)))
+
+
+def use_revision(revision: str) -> str:
+    """Export `cdr_connector/` (and the `schemas/` it links to) at `revision` under
+    bench/.out/src/ and run it from there; returns the commit id."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{revision}^{{commit}}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    target = OUT_DIR / "src" / commit
+    if not (target / "cdr_connector").is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", commit, "cdr_connector", "schemas"],
+            cwd=REPO_ROOT, capture_output=True, check=True,
+        ).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    use_source(target)
+    return commit
+
+
+def use_source(root: Path) -> None:
+    os.environ["BENCH_SOURCE_ROOT"] = str(root)
+    os.environ["PYTHONPATH"] = str(REPO_ROOT)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -147,7 +178,7 @@ def simulator(
                 "--backlog", str(backlog), "--backlog-span", "3600",
                 "--rate", str(rate), "--latency-ms", str(latency_ms),
             ],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+            stdout=log, stderr=subprocess.STDOUT, cwd=source_root(),
         )  # fmt: skip
     try:
         url, preload = _wait_listening(process, log_path)
@@ -224,7 +255,7 @@ class Connector:
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,
+                cwd=source_root(),
             )
         self.started = time.monotonic()
 
@@ -273,7 +304,7 @@ def run_json(module: str, *args: str, timeout: float = 1800) -> dict[str, Any]:
     """Run `python -m module args` and return the JSON object its last stdout line holds."""
     done = subprocess.run(
         [sys.executable, "-m", module, *args],
-        cwd=REPO_ROOT,
+        cwd=source_root(),
         capture_output=True,
         text=True,
         timeout=timeout,
