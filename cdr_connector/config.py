@@ -109,7 +109,7 @@ class SourceSettings(_Section):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(
-                f"{value!r} is not an IANA time zone; use a name such as 'Asia/Shanghai'"
+                "is not an IANA time zone; use a name such as 'Asia/Shanghai'"
             ) from exc
         return value
 
