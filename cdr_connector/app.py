@@ -10,6 +10,7 @@ publishes them.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -51,6 +52,7 @@ class Connector:
         settings = self.settings
         source = settings.source.name
         assert_compiled_fastavro()
+        _tune_garbage_collection()
         encoder = self.encoder = await asyncio.to_thread(build_encoder, settings)
         metrics.init_source(source, version=__version__, schema=encoder.schema_tag)
         api = VendorApiClient(settings.source, settings.poll, clock=self.clock)
@@ -141,6 +143,14 @@ def _leaves(group: BaseExceptionGroup[CdrConnectorError]) -> list[CdrConnectorEr
         else:
             found.append(error)
     return found
+
+
+def _tune_garbage_collection() -> None:
+    """A round keeps thousands of bills, records and messages alive until its commit, which
+    makes the default thresholds run full collections often; raising them measured +14%
+    throughput (bench/README.md). Objects of start-up are frozen out of every collection."""
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
 
 
 def _install_signal_handlers(pipeline: Pipeline) -> None:

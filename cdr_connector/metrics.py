@@ -84,7 +84,24 @@ LABEL_VALUES: dict[str, tuple[str, ...]] = {
 `source` (the configured `source.name`), and `version` and `schema` of the build info."""
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-_E2E_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
+# Dense around typical poll intervals (seconds), so p99 reads close to the exact figure.
+_E2E_BUCKETS = (
+    0.5,
+    1.0,
+    2.0,
+    3.0,
+    4.0,
+    5.0,
+    6.0,
+    7.5,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    900.0,
+    3600.0,
+)
 
 BUILD_INFO = Info(
     "cdr_connector_build",
