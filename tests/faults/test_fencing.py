@@ -12,7 +12,7 @@ from pathlib import Path
 from cdr_connector.simulator import FaultConfig, running_simulator
 from tests.faults.conftest import FaultReport
 from tests.faults.scenarios import LONG, Scene, finish, simulator_config
-from tests.integration.harness import ConnectorProcess, Topics
+from tests.integration.harness import ConnectorProcess, Topics, admin_post
 
 TRAFFIC_SECONDS = 30.0 if LONG else 5.0
 
@@ -31,10 +31,14 @@ async def test_a_second_instance_fences_the_first_and_nothing_is_published_twice
             await older.wait_ready()
             while sim.state.stats()["records"]["queried"] < 1500:
                 await asyncio.sleep(0.02)
+            # Slow the API so the backlog outlasts the newer instance's start-up, however
+            # busy the machine is.
+            await admin_post(sim.admin_url, "faults", {"latency_ms": 800.0})
             newer = scene.connector("newer")
             await newer.wait_ready(timeout=90)
             older_exit = await older.wait_exit(90)
             queried_when_fenced = sim.state.stats()["records"]["queried"]
+            await admin_post(sim.admin_url, "faults", {"latency_ms": 30.0})
             await asyncio.sleep(TRAFFIC_SECONDS)
             outcome, _ = await finish(scene, newer, "7. two instances, one source", started)
         finally:
