@@ -20,11 +20,31 @@ import aiohttp
 import fastavro
 from confluent_kafka import Message
 
+from cdr_connector.simulator import SimulatorConfig
 from tests.kafka_helpers import consume_all
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = REPO_ROOT / "schemas" / "cdr_record.avsc"
 SINGLE_OBJECT_HEADER = 10  # C3 01 + 8-byte fingerprint
+
+
+APPID = "test-appid"
+ACCESSKEY = "test-accesskey-s3cr3t"
+PBX_ZONE = "Asia/Shanghai"
+
+
+def simulator_config(**overrides: Any) -> SimulatorConfig:
+    """A simulator that accepts `connector_env`'s credentials, quiet unless told otherwise,
+    with a backlog well inside the connector's lookback window."""
+    settings: dict[str, Any] = {
+        "appid": APPID,
+        "accesskey": ACCESSKEY,
+        "timezone": PBX_ZONE,
+        "rate": 0.0,
+        "backlog_span": 3600.0,
+        **overrides,
+    }
+    return SimulatorConfig(**settings)
 
 
 def free_port() -> int:
@@ -49,8 +69,8 @@ def connector_env(
         {
             "CDR_SOURCE__NAME": source,
             "CDR_SOURCE__API_URL": api_url,
-            "CDR_SOURCE__APPID": "test-appid",
-            "CDR_SOURCE__ACCESSKEY": "test-accesskey-s3cr3t",
+            "CDR_SOURCE__APPID": APPID,
+            "CDR_SOURCE__ACCESSKEY": ACCESSKEY,
             "CDR_SOURCE__REQUEST_TIMEOUT_SECONDS": "5",
             "CDR_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
             "CDR_KAFKA__TOPIC": topics.data,

@@ -16,7 +16,6 @@ from confluent_kafka.admin import AdminClient
 from cdr_connector.simulator import (
     FaultConfig,
     RunningSimulator,
-    SimulatorConfig,
     running_simulator,
 )
 from tests.integration.harness import (
@@ -30,6 +29,7 @@ from tests.integration.harness import (
     free_port,
     header,
     load_schema,
+    simulator_config,
     simulator_records,
     wait_for_records,
 )
@@ -59,15 +59,7 @@ def topics(unique_topic: Callable[[str], str]) -> Topics:
 
 @pytest.fixture
 async def simulator() -> AsyncIterator[RunningSimulator]:
-    config = SimulatorConfig(
-        appid="test-appid",
-        accesskey="test-accesskey-s3cr3t",
-        backlog=3000,
-        rate=0.0,
-        timezone=ZONE,
-        seed=11,
-        backlog_span=3600.0,
-    )
+    config = simulator_config(backlog=3000, seed=11)
     async with running_simulator(config) as sim:
         yield sim
 
@@ -142,14 +134,10 @@ async def test_backlog_and_live_records_arrive_exactly_once_with_every_field_rig
 async def test_faults_racing_token_expiry_and_a_poison_record(
     kafka_bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
-    config = SimulatorConfig(
-        appid="test-appid",
-        accesskey="test-accesskey-s3cr3t",
+    config = simulator_config(
         backlog=2000,
         rate=40.0,
-        timezone=ZONE,
         seed=5,
-        backlog_span=3600.0,
         token_ttl=2.0,
         faults=FaultConfig(racing=True, race_delay_ms=20.0, http_5xx_rate=0.15, ret_500_rate=0.15),
     )
@@ -187,14 +175,9 @@ async def test_faults_racing_token_expiry_and_a_poison_record(
 async def test_sigterm_mid_backlog_then_restart_loses_and_repeats_nothing(
     kafka_bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
-    config = SimulatorConfig(
-        appid="test-appid",
-        accesskey="test-accesskey-s3cr3t",
+    config = simulator_config(
         backlog=20000,
-        rate=0.0,
-        timezone=ZONE,
         seed=3,
-        backlog_span=3600.0,
         faults=FaultConfig(latency_ms=100.0),
     )
     async with running_simulator(config) as sim:
@@ -229,15 +212,7 @@ async def test_sigterm_mid_backlog_then_restart_loses_and_repeats_nothing(
 async def test_a_second_instance_fences_the_first_which_exits_with_a_clear_message(
     kafka_bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
-    config = SimulatorConfig(
-        appid="test-appid",
-        accesskey="test-accesskey-s3cr3t",
-        backlog=500,
-        rate=50.0,
-        timezone=ZONE,
-        seed=9,
-        backlog_span=3600.0,
-    )
+    config = simulator_config(backlog=500, rate=50.0, seed=9)
     async with running_simulator(config) as sim:
         older = start_connector(kafka_bootstrap, sim, topics, tmp_path, name="older")
         newer: ConnectorProcess | None = None

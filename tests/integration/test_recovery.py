@@ -20,6 +20,7 @@ from tests.integration.harness import (
     assert_exactly_once,
     connector_env,
     free_port,
+    simulator_config,
     simulator_records,
     wait_for_records,
 )
@@ -68,10 +69,7 @@ async def take_records(sim: RunningSimulator, at_least: int) -> None:
 async def test_the_audit_finds_records_another_reader_took_in_closed_hours(
     kafka_bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
-    config = SimulatorConfig(
-        appid="test-appid", accesskey="test-accesskey-s3cr3t", backlog=2000, rate=0.0,
-        timezone=ZONE, seed=21, backlog_span=3 * 3600.0,
-    )  # fmt: skip
+    config = simulator_config(backlog=2000, seed=21, backlog_span=3 * 3600.0)
     async with running_simulator(config) as sim:
         await take_records(sim, 300)
         taken = sim.state.stats()["records"]["taken_by_competitor"]
@@ -97,10 +95,7 @@ async def test_the_audit_finds_records_another_reader_took_in_closed_hours(
 async def test_backfill_publishes_a_window_others_consumed_once_even_when_run_twice(
     kafka_bootstrap: str, topics: Topics, tmp_path: Path
 ) -> None:
-    config = SimulatorConfig(
-        appid="test-appid", accesskey="test-accesskey-s3cr3t", backlog=1500, rate=20.0,
-        timezone=ZONE, seed=22, backlog_span=2 * 3600.0,
-    )  # fmt: skip
+    config = simulator_config(backlog=1500, rate=20.0, seed=22, backlog_span=2 * 3600.0)
     async with running_simulator(config) as sim:
         await take_records(sim, 1500)  # another client took every record of the backlog
         now = datetime.now(ZoneInfo(ZONE)).replace(tzinfo=None)

@@ -12,8 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from cdr_connector.simulator import SimulatorConfig, running_simulator
-from tests.integration.harness import REPO_ROOT, ConnectorProcess, Topics, connector_env, free_port
+from cdr_connector.simulator import running_simulator
+from tests.integration.harness import (
+    REPO_ROOT,
+    ConnectorProcess,
+    Topics,
+    connector_env,
+    free_port,
+    simulator_config,
+)
 
 KAFKA_SH = REPO_ROOT / "deploy" / "dev" / "kafka.sh"
 
@@ -38,8 +45,7 @@ async def test_sigterm_while_kafka_is_down_exits_0_within_the_bound(
 ) -> None:
     bootstrap, broker_env = private_broker
     topics = Topics("cdr", "cdr.dlq", "cdr.state")
-    config = SimulatorConfig(appid="test-appid", accesskey="test-accesskey-s3cr3t", rate=50.0,
-                             backlog=100, backlog_span=3600.0)  # fmt: skip
+    config = simulator_config(rate=50.0, backlog=100)
     async with running_simulator(config) as sim:
         env = connector_env(bootstrap, sim.url, topics, source="bounded", http_port=free_port())
         env["CDR_SHUTDOWN_TIMEOUT_SECONDS"] = "5"
