@@ -115,6 +115,8 @@ class RecordEncoder(Protocol):
 
     schema_tag: str
     """Names the writer schema in the `cdr.schema` header: `fp:<hex>` or `id:<n>`."""
+    header: bytes
+    """What every value starts with, before the record's Avro body."""
 
     def encode(self, record: dict[str, Any]) -> bytes: ...
 
@@ -124,11 +126,11 @@ class SingleObjectEncoder:
 
     def __init__(self, schema: CdrSchema | None = None) -> None:
         self._schema = schema or load_schema()
-        self._header = SINGLE_OBJECT_MAGIC + self._schema.fingerprint
+        self.header = SINGLE_OBJECT_MAGIC + self._schema.fingerprint
         self.schema_tag = f"fp:{self._schema.fingerprint_hex}"
 
     def encode(self, record: dict[str, Any]) -> bytes:
-        return _write(self._header, self._schema, record)
+        return _write(self.header, self._schema, record)
 
 
 class ConfluentEncoder:
@@ -139,7 +141,7 @@ class ConfluentEncoder:
         self, schema_id: int, registry: SchemaRegistryClient, schema: CdrSchema | None = None
     ) -> None:
         self._schema = schema or load_schema()
-        self._header = CONFLUENT_MAGIC + schema_id.to_bytes(4, "big")
+        self.header = CONFLUENT_MAGIC + schema_id.to_bytes(4, "big")
         self.schema_id = schema_id
         self.registry = registry
         """The client the schema was registered with; `decode` can look ids up through it."""
@@ -173,7 +175,7 @@ class ConfluentEncoder:
         return cls(schema_id, registry, schema)
 
     def encode(self, record: dict[str, Any]) -> bytes:
-        return _write(self._header, self._schema, record)
+        return _write(self.header, self._schema, record)
 
 
 def subject_for(topic: str) -> str:

@@ -22,8 +22,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka import KafkaError as LibKafkaError
@@ -54,8 +53,9 @@ _FENCED_CODES = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class OutgoingMessage:
+class OutgoingMessage(NamedTuple):
+    """One message of a transaction. A tuple: the connector builds one per record."""
+
     topic: str
     key: bytes | None
     value: bytes

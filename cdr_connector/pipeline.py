@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -41,19 +42,21 @@ import orjson
 from cdr_connector import metrics
 from cdr_connector.avro import RecordEncoder
 from cdr_connector.backoff import Backoff
+from cdr_connector.bill_writer import BillWriter, EncodedRecord
 from cdr_connector.checkpoint import CheckpointState
 from cdr_connector.clock import Clock
 from cdr_connector.config import Settings
 from cdr_connector.errors import PermanentError, RecordError, RetryableError
 from cdr_connector.kafka_sink import OutgoingMessage, Sink, read_latest_state
 from cdr_connector.poller import FetchedBatch, Poller, RoundFailedError, bill_id
-from cdr_connector.records import RecordContext, dial_time_ms, normalise, record_key
+from cdr_connector.records import RecordContext, dial_time_ms
 
 log = logging.getLogger(__name__)
 
 _MAX_HEADER_TEXT = 1000
 # About 12 ms of normalising and encoding between two chances for the event loop to run.
 _BILLS_BETWEEN_YIELDS = 1000
+_record_id = operator.attrgetter("id")
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ class CommitSummary:
     deduplicated: int = 0
     unknown_fields: int = 0
     newest_end_ms: int = 0
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[EncodedRecord] = field(default_factory=list)
     dead_letter_start_ms: list[int] = field(default_factory=list)
     dead_letter_stages: list[str] = field(default_factory=list)
 
@@ -125,6 +128,12 @@ class Pipeline:
     ) -> None:
         self._settings = settings
         self._source = settings.source.name
+        self._source_bytes = self._source.encode()
+        self._topic = settings.kafka.topic
+        self._record_headers = (
+            ("cdr.source", self._source_bytes),
+            ("cdr.schema", encoder.schema_tag.encode()),
+        )
         self._poller = poller
         self._sink = sink
         self._encoder = encoder
@@ -360,16 +369,16 @@ class Pipeline:
 
     async def _convert(self, batch: FetchedBatch) -> tuple[CommitSummary, list[OutgoingMessage]]:
         summary = CommitSummary()
-        kafka = self._settings.kafka
         context = RecordContext(
             source=self._source,
             zone=self._settings.source.zone,
             fetched_at_ms=batch.fetched_at_ms,
             fetch_mode=batch.mode,
         )
+        write = BillWriter(self._encoder, context, self._settings.kafka.key_fallback_field).write
         committed = self._state.committed
         seen: set[int] = set()
-        good: list[tuple[int, dict[str, Any], bytes]] = []
+        good: list[EncodedRecord] = []
         dead: list[OutgoingMessage] = []
         new_ids: list[int] = []
         for position, bill in enumerate(batch.bills, 1):
@@ -384,8 +393,7 @@ class Pipeline:
                     continue
                 seen.add(record_id)
             try:
-                record = normalise(bill, context)
-                value = self._encoder.encode(record)
+                record = write(bill)
             except RecordError as exc:
                 dead.append(self._dead_letter(bill, record_id, exc, batch))
                 summary.dead_letter_stages.append(exc.stage)
@@ -395,35 +403,33 @@ class Pipeline:
                     if dead_start is not None:
                         summary.dead_letter_start_ms.append(dead_start)
                 continue
-            good.append((record["id"], record, value))
-            new_ids.append(record["id"])
-        good.sort(key=lambda item: item[0])
-        messages = [self._record_message(record, value) for _, record, value in good]
+            good.append(record)
+            new_ids.append(record.id)
+        good.sort(key=_record_id)  # records of one extension keep their id order
+        messages = [self._record_message(record) for record in good]
         messages.extend(dead)
         summary.produced = len(good)
         summary.dead_lettered = len(dead)
-        summary.records = [record for _, record, _ in good]
-        summary.unknown_fields = sum(len(r["extra_fields"]) for r in summary.records)
+        summary.records = good
+        summary.unknown_fields = sum(record.unknown_fields for record in good)
         if good:
-            summary.newest_end_ms = max(r["endtime"] for r in summary.records)
+            summary.newest_end_ms = max(record.endtime for record in good)
         if messages:
             self._advance_state(new_ids, summary)
             messages.append(
-                OutgoingMessage(kafka.state_topic, self._source.encode(), self._state.encode(), [])
+                OutgoingMessage(
+                    self._settings.kafka.state_topic, self._source_bytes, self._state.encode(), []
+                )
             )
         return summary, messages
 
-    def _record_message(self, record: dict[str, Any], value: bytes) -> OutgoingMessage:
+    def _record_message(self, record: EncodedRecord) -> OutgoingMessage:
         return OutgoingMessage(
-            topic=self._settings.kafka.topic,
-            key=record_key(record, self._settings.kafka.key_fallback_field),
-            value=value,
-            headers=[
-                ("cdr.id", str(record["id"]).encode()),
-                ("cdr.source", self._source.encode()),
-                ("cdr.schema", self._encoder.schema_tag.encode()),
-            ],
-            timestamp_ms=record["endtime"],
+            self._topic,
+            record.key,
+            record.value,
+            [("cdr.id", str(record.id).encode()), *self._record_headers],
+            record.endtime,
         )
 
     def _dead_letter(
@@ -452,7 +458,7 @@ class Pipeline:
         state = self._state
         now_ms = int(self._clock.time() * 1000)
         state.committed.add_many(new_ids, now_ms)
-        state.count_hours(record["starttime"] for record in summary.records)
+        state.count_hours(record.starttime for record in summary.records)
         state.count_hours(summary.dead_letter_start_ms)
         state.forget_before(now_ms - int(self._settings.poll.lookback_seconds * 1000))
         state.committed_total += summary.produced
@@ -513,23 +519,26 @@ class Pipeline:
             },
         )
 
-    def _observe_records(self, records: list[dict[str, Any]], now: float) -> None:
+    def _observe_records(self, records: list[EncodedRecord], now: float) -> None:
         """Per-record figures, added up per label set first: a labelled child lookup costs
         more than the addition it feeds."""
         source = self._source
-        latency = metrics.END_TO_END_LATENCY.labels(source)
-        calls: Counter[tuple[str, str, str]] = Counter()
+        metrics.END_TO_END_LATENCY.labels(source).observe_many(
+            [max(0.0, now - record.endtime / 1000) for record in records]
+        )
+        calls = Counter((r.direction, r.callmethod, r.answered) for r in records)
         billed: Counter[str] = Counter()
         for record in records:
-            latency.observe(max(0.0, now - record["endtime"] / 1000))
-            direction = metrics.direction_label(record["direction"])
-            answered = "true" if record["answertime"] is not None else "false"
-            calls[direction, metrics.callmethod_label(record["callmethod"]), answered] += 1
-            billed[direction] += record["billsec"]
+            billed[record.direction] += record.billsec
         for (direction, callmethod, answered), count in calls.items():
-            metrics.CALLS.labels(source, direction, callmethod, answered).inc(count)
+            metrics.CALLS.labels(
+                source,
+                metrics.direction_label(direction),
+                metrics.callmethod_label(callmethod),
+                "true" if answered else "false",
+            ).inc(count)
         for direction, seconds in billed.items():
-            metrics.BILLED_SECONDS.labels(source, direction).inc(seconds)
+            metrics.BILLED_SECONDS.labels(source, metrics.direction_label(direction)).inc(seconds)
 
     def _publish_state_metrics(self) -> None:
         state = self._state

@@ -71,7 +71,7 @@ _NO_TIME: Final = ("", "0000-00-00 00:00:00")
 _HOUR_PREFIX = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:")
 # Maps "00:00".."59:59" to seconds: one dict look-up both validates and converts the end of a
 # time (int() would also accept " 5", "+5" and non-ASCII digits).
-_MINUTE_SECOND: Final = {
+MINUTE_SECOND: Final = {
     f"{minute:02d}:{second:02d}": minute * 60 + second
     for minute in range(60)
     for second in range(60)
@@ -268,7 +268,7 @@ class _LocalClock:
     def to_utc_ms(self, text: str, fold: int = 0) -> int:
         """Raises ValueError when `text` is not a valid local time in the strict format.
         `_required_time` inlines the cached case of this."""
-        seconds = _MINUTE_SECOND.get(text[14:])
+        seconds = MINUTE_SECOND.get(text[14:])
         prefix = text[:14]
         if seconds is None or not _HOUR_PREFIX.fullmatch(prefix):
             raise ValueError(text)
@@ -324,13 +324,19 @@ def _clock_for(zone: ZoneInfo) -> _LocalClock:
     return clock
 
 
+def cached_hours(zone: ZoneInfo) -> dict[str, int]:
+    """The zone's hours without a change of UTC offset that `normalise` has met so far:
+    "yyyy-mm-dd hh:" -> UTC epoch seconds of hh:00:00. Read-only for callers."""
+    return _clock_for(zone).hours
+
+
 def _required_time(bill: Mapping[str, Any], field: str, clock: _LocalClock) -> int:
     value = bill.get(field)
     if type(value) is str:
         # The cached case of clock.to_utc_ms, inlined: this runs three times per record.
         # Hits on both the 14-character and the 5-character key mean 19 valid characters.
         hour_start = clock.hours.get(value[:14])
-        seconds = _MINUTE_SECOND.get(value[14:])
+        seconds = MINUTE_SECOND.get(value[14:])
         if hour_start is not None and seconds is not None:
             return (hour_start + seconds) * 1000
     if isinstance(value, str):

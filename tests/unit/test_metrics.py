@@ -4,6 +4,7 @@ endpoints answer as documented."""
 from __future__ import annotations
 
 import math
+import random
 import re
 from pathlib import Path
 
@@ -249,3 +250,43 @@ async def test_metrics_serves_the_registry_in_the_text_format() -> None:
     names = {s.name for family in text_string_to_metric_families(text) for s in family.samples}
     assert "cdr_connector_build_info" in names
     assert 'cdr_connector_api_errors_total{kind="ret_601",source="unit"}' in text
+
+
+# --- the batch histogram ----------------------------------------------------------------------
+
+
+def test_batch_histogram_exposes_what_a_histogram_of_the_same_values_would() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    bounds = (0.5, 1.0, 5.0, 7.5, 60.0)
+    rng = random.Random(3)
+    batches = [
+        [rng.choice((0.5, 1.0, 60.0, rng.uniform(0, 90))) for _ in range(50)] for _ in range(4)
+    ]
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    histogram = Histogram("h_seconds", "help", ["source"], buckets=bounds, registry=theirs)
+    batch = metrics.BatchHistogram("h_seconds", "help", bounds, ours)
+    for values in batches:
+        for value in values:
+            histogram.labels("a").observe(value)
+        batch.labels("a").observe_many(values)
+    batch.labels("b")  # created, never observed: zeros, as a Histogram child
+
+    histogram.labels("b")
+
+    def samples(
+        registry: CollectorRegistry,
+    ) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = generate_latest(registry).decode()
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+
+    expected, got = samples(theirs), samples(ours)
+    assert got.keys() == expected.keys()
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value), name
+    assert got[("h_seconds_count", (("source", "a"),))] == 200
