@@ -42,6 +42,7 @@ _COMMON_TEXTS: dict[Any, bytes] = {}  # looked up with whatever a bill holds; ke
 _MAX_MEMO = 1 << 17
 # Texts longer than this many bytes are rare enough for the general path.
 _MAX_TEXT_BYTES = 4095
+_OPTIONAL, _REQUIRED = True, False  # may a text field be null (written as "")?
 _NO_ANSWER_TEXTS: Final = ("", "0000-00-00 00:00:00")  # "not answered", as PBXes write it
 _LONG_MIN: Final = -(2**63)
 _LONG_MAX: Final = 2**63 - 1
@@ -186,36 +187,42 @@ class BillWriter:
         common, unique = _COMMON_TEXTS.get, _unique_text
         try:
             texts = (
-                common(extension) or _common_text(extension, optional=True),
-                unique(get("destnumber"), optional=False),
-                unique(get("displaynumber"), optional=False),
-                common(direction) or _common_text(direction, optional=False),
-                common(userid := get("userid")) or _common_text(userid, optional=True),
-                unique(get("memberid"), optional=True),
-                common(maturity := get("chengshudu")) or _common_text(maturity, optional=True),
-                unique(get("customuuid"), optional=True),
-                unique(get("recordfilename"), optional=True),
-                common(address := get("downloadip")) or _common_text(address, optional=True),
-                common(keys := get("userkey")) or _common_text(keys, optional=True),
+                common(extension) or _common_text(extension, _OPTIONAL),
+                unique(get("destnumber"), _REQUIRED),
+                unique(get("displaynumber"), _REQUIRED),
+                common(direction) or _common_text(direction, _REQUIRED),
+                common(userid := get("userid")) or _common_text(userid, _OPTIONAL),
+                unique(get("memberid"), _OPTIONAL),
+                common(maturity := get("chengshudu")) or _common_text(maturity, _OPTIONAL),
+                unique(get("customuuid"), _OPTIONAL),
+                unique(get("recordfilename"), _OPTIONAL),
+                common(address := get("downloadip")) or _common_text(address, _OPTIONAL),
+                common(keys := get("userkey")) or _common_text(keys, _OPTIONAL),
             )
         except (_NotPlainTextError, TypeError):  # TypeError: an unhashable value
             return None
-        long = _long
+        known, long = _LONGS.get, _long  # `known(n) or long(n)`: no call when remembered
+        start_ms, end_ms = start * 1000, end * 1000
+        if answer is None:
+            answer_union = _NULL_BRANCH
+        else:
+            answer_ms = answer * 1000
+            answer_union = _LONG_BRANCH + (known(answer_ms) or long(answer_ms))
         value = b"".join(
             (
                 self._header,
                 zigzag_varint(record_id),
                 texts[0], texts[1], texts[2],
-                long(start * 1000),
-                _NULL_BRANCH if answer is None else _LONG_BRANCH + long(answer * 1000),
-                long(end * 1000),
-                long(duration),
-                long(billsec),
+                known(start_ms) or long(start_ms),
+                answer_union,
+                known(end_ms) or long(end_ms),
+                known(duration) or long(duration),
+                known(billsec) or long(billsec),
                 texts[3],
-                long(callmethod),
+                known(callmethod) or long(callmethod),
                 texts[4], texts[5], texts[6], texts[7], texts[8], texts[9],
-                long(hangupdirection),
-                long(hangupcause),
+                known(hangupdirection) or long(hangupdirection),
+                known(hangupcause) or long(hangupcause),
                 texts[10],
                 self._tail,
             )
@@ -224,8 +231,8 @@ class BillWriter:
             record_id,
             _key(extension) or self._fallback_key(record_id, bill),
             value,
-            start * 1000,
-            end * 1000,
+            start_ms,
+            end_ms,
             answer is not None,
             direction,
             callmethod,
@@ -263,9 +270,9 @@ def _long(number: int) -> bytes:
     return found
 
 
-def _common_text(value: Any, *, optional: bool) -> bytes:
+def _common_text(value: Any, optional: bool) -> bytes:
     """The Avro string of a field with few distinct values, remembered."""
-    chunk = _unique_text(value, optional=optional)
+    chunk = _unique_text(value, optional)
     if type(value) is str:
         if len(_COMMON_TEXTS) >= _MAX_MEMO:
             _COMMON_TEXTS.clear()
@@ -273,7 +280,7 @@ def _common_text(value: Any, *, optional: bool) -> bytes:
     return chunk
 
 
-def _unique_text(value: Any, *, optional: bool) -> bytes:
+def _unique_text(value: Any, optional: bool) -> bytes:
     """The Avro string (length, UTF-8) of a text field as `records.normalise` reads it."""
     if type(value) is not str:
         if value is None and optional:

@@ -81,6 +81,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "queue.buffering.max.messages": kafka.queue_max_messages,
         "queue.buffering.max.kbytes": kafka.queue_max_kbytes,
         "linger.ms": 5,
+        "delivery.report.only.error": True,
         # librdkafka's own lines go through logging, so stdout stays JSON lines.
         "logger": _LIBRDKAFKA_LOG,
     }
@@ -169,8 +170,19 @@ class TransactionalSink:
                 self._abort(producer)
             producer.begin_transaction()
             self._transaction_open = True
+            produce, on_delivery = producer.produce, self._on_delivery
             for message in messages:
-                self._produce(producer, message)
+                try:  # `_produce` inlined: this runs once per record
+                    produce(
+                        message.topic,
+                        value=message.value,
+                        key=message.key,
+                        headers=message.headers,
+                        timestamp=message.timestamp_ms,
+                        on_delivery=on_delivery,
+                    )
+                except BufferError:
+                    self._produce(producer, message)
             self._commit_with_retries(producer)
             self._transaction_open = False
         except KafkaException as exc:
