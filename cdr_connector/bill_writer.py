@@ -39,7 +39,7 @@ _LONG_BRANCH: Final = b"\x02"
 # Shared by all writers: dict operations are atomic, and a lost insert only costs a recompute.
 _LONGS: dict[int, bytes] = {}
 _COMMON_TEXTS: dict[Any, bytes] = {}  # looked up with whatever a bill holds; keys are str
-_MAX_MEMO = 1 << 17
+_MAX_MEMO = 1 << 16
 # Texts longer than this many bytes are rare enough for the general path.
 _MAX_TEXT_BYTES = 4095
 _OPTIONAL, _REQUIRED = True, False  # may a text field be null (written as "")?
@@ -70,6 +70,17 @@ def zigzag_varint(number: int) -> bytes:
     value = (number << 1) ^ (number >> 63)
     if value < 0x4000:  # small numbers: lengths, codes, durations
         return bytes((value,)) if value < 0x80 else bytes(((value & 0x7F) | 0x80, value >> 7))
+    if value < 1 << 28:  # ids up to 134 million
+        if value < 1 << 21:
+            return bytes(((value & 0x7F) | 0x80, (value >> 7 & 0x7F) | 0x80, value >> 14))
+        return bytes(
+            (
+                (value & 0x7F) | 0x80,
+                (value >> 7 & 0x7F) | 0x80,
+                (value >> 14 & 0x7F) | 0x80,
+                value >> 21,
+            )
+        )
     if 1 << 35 <= value < 1 << 42:  # epoch milliseconds from 1971 to 2039
         return bytes(
             (

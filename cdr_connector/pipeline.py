@@ -56,7 +56,12 @@ log = logging.getLogger(__name__)
 _MAX_HEADER_TEXT = 1000
 # About 12 ms of normalising and encoding between two chances for the event loop to run.
 _BILLS_BETWEEN_YIELDS = 1000
+# Field getters of EncodedRecord: map() with them loops in C over a batch.
 _record_id = operator.attrgetter("id")
+_start_ms, _end_ms = operator.attrgetter("starttime"), operator.attrgetter("endtime")
+_unknown_fields = operator.attrgetter("unknown_fields")
+_call_kind = operator.attrgetter("direction", "callmethod", "answered")
+_talk_time = operator.attrgetter("direction", "billsec")
 
 
 @dataclass(frozen=True)
@@ -423,9 +428,9 @@ class Pipeline:
         summary.produced = len(good)
         summary.dead_lettered = len(dead)
         summary.records = good
-        summary.unknown_fields = sum(record.unknown_fields for record in good)
+        summary.unknown_fields = sum(map(_unknown_fields, good))
         if good:
-            summary.newest_end_ms = max(record.endtime for record in good)
+            summary.newest_end_ms = max(map(_end_ms, good))
         if messages:
             self._advance_state(new_ids, summary)
             messages.append(
@@ -461,7 +466,7 @@ class Pipeline:
         state = self._state
         now_ms = int(self._clock.time() * 1000)
         state.committed.add_many(new_ids, now_ms)
-        state.count_hours(record.starttime for record in summary.records)
+        state.count_hours(map(_start_ms, summary.records))
         state.count_hours(summary.dead_letter_start_ms)
         state.forget_before(now_ms - int(self._settings.poll.lookback_seconds * 1000))
         state.committed_total += summary.produced
@@ -527,12 +532,12 @@ class Pipeline:
         more than the addition it feeds."""
         source = self._source
         metrics.END_TO_END_LATENCY.labels(source).observe_many(
-            [max(0.0, now - record.endtime / 1000) for record in records]
+            [max(0.0, now - end_ms / 1000) for end_ms in map(_end_ms, records)]
         )
-        calls = Counter((r.direction, r.callmethod, r.answered) for r in records)
+        calls = Counter(map(_call_kind, records))
         billed: Counter[str] = Counter()
-        for record in records:
-            billed[record.direction] += record.billsec
+        for direction, billsec in map(_talk_time, records):
+            billed[direction] += billsec
         for (direction, callmethod, answered), count in calls.items():
             metrics.CALLS.labels(
                 source,

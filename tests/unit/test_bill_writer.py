@@ -240,6 +240,8 @@ def test_zigzag_varint_matches_fastavro_for_ints_and_longs() -> None:
     numbers += [rng.randrange(-(2**63), 2**63) for _ in range(2000)]
     numbers += [rng.randrange(2**34, 2**42) for _ in range(2000)]  # epoch milliseconds
     numbers += [rng.randrange(0, 2**14) for _ in range(2000)]
+    numbers += [rng.randrange(-(2**28), 2**28) for _ in range(2000)]  # ids, small negatives
+    numbers += [2**13 - 1, 2**13, 2**20 - 1, 2**20, 2**27 - 1, 2**27, -(2**27) - 1]
     for number in numbers:
         buffer = BytesIO()
         fastavro.schemaless_writer(buffer, "long", number)
