@@ -261,6 +261,7 @@ _FIGURES: tuple[tuple[str, str, str, str, int], ...] = (
             ("CPU per record", "cpu_us_per_record", " µs", 1),
             ("CPU, share of one core", "cpu_share_of_a_core", "", 2),
             ("peak RSS", "peak_rss_mb", " MB", 0),
+            ("the simulator's CPU per record", "simulator_cpu_us_per_record", " µs", 1),
         )
     ),
     ("naive:0ms", "naive client, 0 ms/page", "records_per_s", " records/s", 0),
