@@ -71,8 +71,10 @@ def _fmt(value: float | None, unit: str = "", digits: int = 0) -> str:
 def _row(m: dict[str, dict[str, float]], row: tuple[str, str, str, str, int]) -> str:
     name, what, key, unit, digits = row
     figure = m.get(name)
-    if figure is None or key not in figure:
+    if figure is None:
         return f"| {what} | not run | | |"
+    if key not in figure:  # a figure added to the benchmark after these runs
+        return f"| {what} | not in these runs | | |"
     low, high = figure["load_min"], figure["load_max"]
     load = f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}-{high:.2f}"
     return f"| {what} | {_fmt(figure[key], unit, digits)} | {int(figure['runs'])} | {load} |"
