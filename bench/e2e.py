@@ -325,7 +325,10 @@ def soak(bootstrap: str, *, seconds: float, rate: float, every: float = 10.0) ->
     source = _source("soak")
     samples: list[tuple[float, float]] = []
     with simulator(source, backlog=0, rate=rate) as sim:
-        env = connector_env(bootstrap, sim.url, source, free_port())
+        # Sweeps every 300 s (the default is rarer), so that a soak sees several of them.
+        env = connector_env(
+            bootstrap, sim.url, source, free_port(), CDR_POLL__SWEEP_INTERVAL_SECONDS="300"
+        )
         connector = Connector(source, env)
         try:
             connector.wait_metrics()
@@ -341,7 +344,7 @@ def soak(bootstrap: str, *, seconds: float, rate: float, every: float = 10.0) ->
         finally:
             connector.stop()
     delete_topics(bootstrap, source)
-    # The first periodic sweep (poll.sweep_interval_seconds, 300 s by default) lists every
+    # The first periodic sweep (poll.sweep_interval_seconds, 300 s here) lists every
     # record of the sweep window once: a one-off step of the heap, not a trend. The trend is
     # fitted after it when the soak is long enough.
     settled_from = 330.0 if seconds >= 600 else 60.0

@@ -147,10 +147,12 @@ class PollSettings(_Section):
     page_size: Annotated[int, Field(ge=1, le=1000)] = 1000
     concurrency: Annotated[int, Field(ge=1, le=64)] = 4
     # Records whose dial time falls in the last `sweep_window_seconds` are listed with
-    # syncflag=2 at start-up and every `sweep_interval_seconds`, and any id not yet
-    # committed is published: this recovers records fetched before a crash.
+    # syncflag=2 at start-up, after a failed live request, and every
+    # `sweep_interval_seconds`, and any id not yet committed is published: this recovers
+    # records fetched before a crash or lost with a failed answer. A sweep lists the whole
+    # window (millions of records on a busy account), so the periodic one is rare.
     sweep_window_seconds: PositiveSeconds = 6 * 3600.0
-    sweep_interval_seconds: PositiveSeconds = 300.0
+    sweep_interval_seconds: PositiveSeconds = 1800.0
     # Every `audit_interval_seconds` each closed hour of dial time (older than
     # `audit_settle_seconds`, inside the lookback) is counted by the vendor (syncflag=3) and
     # compared with what was committed; a shortfall is listed and published.

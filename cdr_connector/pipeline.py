@@ -7,8 +7,9 @@ Start-up, in this order:
   3. a sweep lists the recent window with syncflag=2 and publishes every id not committed,
      recovering records an earlier run fetched but did not commit.
 
-Then, concurrently: the live fetcher (syncflag=1 rounds) and the periodic sweeper put batches on
-a small queue; one committer takes them in order. For each batch the committer:
+Then, concurrently: the live fetcher (syncflag=1 rounds), the sweeper (after a failed live
+request, and periodically) and the audit put batches on a small queue; one committer takes them
+in order. For each batch the committer:
   1. drops bills whose id is already committed or repeated in the batch;
   2. normalises and encodes each bill; one that fails becomes a dead-letter message;
   3. sorts the records by id, so records of one extension keep their id order;
@@ -146,6 +147,7 @@ class Pipeline:
         self._state_reader = state_reader
         self._state = CheckpointState(source=self._source)
         self._stop = asyncio.Event()
+        self._sweep_requested = asyncio.Event()
         self._backoff = Backoff(
             settings.poll.retry_initial_seconds, settings.poll.retry_max_seconds, random.Random()
         )
@@ -208,7 +210,10 @@ class Pipeline:
     async def _live_loop(self, queue: asyncio.Queue[FetchedBatch | None]) -> None:
         while not self._stop.is_set():
             started = self._clock.monotonic()
-            await self._retrying(self._live_cycle_into(queue), queue)
+            if not await self._retrying(self._live_cycle_into(queue), queue):
+                # A failed syncflag=1 request may have been answered after all, its records
+                # marked by the server and lost on the way: only a sweep finds them again.
+                self._sweep_requested.set()
             metrics.POLL_CYCLE_DURATION.labels(self._source, "live").observe(
                 self._clock.monotonic() - started
             )
@@ -224,10 +229,20 @@ class Pipeline:
                 return
 
     async def _sweep_loop(self, queue: asyncio.Queue[FetchedBatch | None]) -> None:
+        """Sweep when a live request has failed, and every `sweep_interval_seconds` anyway
+        (records another reader of the account took are found that way, or by the audit)."""
         while not self._stop.is_set():
-            await self._pause(self._settings.poll.sweep_interval_seconds)
+            await self._wait_for_sweep_request(self._settings.poll.sweep_interval_seconds)
             if self._stop.is_set():
                 return
+            if self._sweep_requested.is_set():
+                # A request the client gave up on may still be answered, and its records
+                # marked, within another request timeout: sweep after that.
+                await self._pause(self._settings.source.request_timeout_seconds)
+                if self._stop.is_set():
+                    return
+                log.info("sweeping for records of a failed live request")
+            self._sweep_requested.clear()
 
             async def sweep_into_queue() -> None:
                 async for batch in self._sweep_batches():
@@ -332,6 +347,18 @@ class Pipeline:
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+    async def _wait_for_sweep_request(self, seconds: float) -> None:
+        """Until a sweep is requested, a stop is, or `seconds` have passed."""
+        waiters = [
+            asyncio.ensure_future(self._stop.wait()),
+            asyncio.ensure_future(self._sweep_requested.wait()),
+        ]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     async def _startup_sweep(self) -> None:
         """Commit the start-up sweep batch by batch, before any live round, until it completes.

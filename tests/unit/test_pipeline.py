@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 
 from cdr_connector import metrics
+from cdr_connector.api import BillPage, BillQuery
 from cdr_connector.avro import SingleObjectEncoder, decode
 from cdr_connector.checkpoint import CheckpointState
 from cdr_connector.clock import SystemClock
 from cdr_connector.config import Settings
-from cdr_connector.errors import KafkaTransientError, ProducerFencedError
+from cdr_connector.errors import ApiTransientError, KafkaTransientError, ProducerFencedError
 from cdr_connector.kafka_sink import OutgoingMessage
 from cdr_connector.pipeline import Pipeline
 from cdr_connector.poller import FetchedBatch, Poller
@@ -219,3 +220,54 @@ async def test_run_sweeps_then_commits_the_live_backlog_and_stops_when_asked() -
     modes = [decode(m.value)["fetch_mode"] for m in sink.on("cdr.calls")]
     assert modes[:2] == ["sweep", "sweep"]
     assert set(modes[2:]) == {"live"}
+
+
+class LosingVendor(FakeVendor):
+    """Marks the records of one syncflag=1 answer, then loses the answer (a timeout after the
+    server did its work)."""
+
+    def __init__(self, count: int, lose_after: int) -> None:
+        super().__init__(count)
+        self.live_answers = 0
+        self.lose_after = lose_after
+
+    async def get_bills(self, query: BillQuery) -> BillPage:
+        page = await super().get_bills(query)
+        if query.syncflag == 1 and page.bills:
+            self.live_answers += 1
+            if self.live_answers == self.lose_after:
+                raise ApiTransientError("GetBill: timed out after 0.001s")
+        return page
+
+
+async def test_a_failed_live_request_is_swept_at_once_not_at_the_next_periodic_sweep() -> None:
+    sink = FakeSink()
+    settings = Settings(
+        source={"name": SOURCE, "appid": "a", "accesskey": "k", "request_timeout_seconds": 0.05},
+        poll={
+            "retry_initial_seconds": 0.001,
+            "retry_max_seconds": 0.002,
+            "page_size": 10,
+            "concurrency": 1,
+            "interval_seconds": 0.01,
+            "sweep_interval_seconds": 3600,
+        },
+    )  # type: ignore[arg-type]
+    vendor = LosingVendor(30, lose_after=2)
+    vendor.render = bill
+    poller = Poller(vendor, settings.source, settings.poll, SystemClock())
+    pipeline = Pipeline(
+        settings, poller, sink, SingleObjectEncoder(), SystemClock(),
+        state_reader=lambda _settings, _key: None,
+    )  # fmt: skip
+    task = asyncio.create_task(pipeline.run())
+    try:
+        async with asyncio.timeout(5):
+            while len(sink.on("cdr.calls")) < 30:
+                await asyncio.sleep(0.01)
+    finally:
+        pipeline.request_stop()
+        await asyncio.wait_for(task, 5)
+    records = [decode(m.value) for m in sink.on("cdr.calls")]
+    assert sorted(r["id"] for r in records) == list(range(1, 31)), "each record exactly once"
+    assert {r["id"] for r in records if r["fetch_mode"] == "sweep"} == set(range(11, 21))
