@@ -5,13 +5,13 @@ shape the vendor may send, says precisely what is wrong with a bill that cannot 
 writes through fastavro's generic writer. On the hot path that costs about 12 µs a record,
 most of it building a 25-key dict and fastavro's per-field dispatch over it.
 
-`BillWriter.write` produces the same bytes straight from the bill, for the fixed field list of
-`schemas/cdr_record.avsc`, in about a third of that. It takes only bills that need no judgement:
-every field of the right JSON type (or an integer given as a plain decimal string), times in an
-hour whose UTC offset `records` has already cached, no field the schema does not know, every
-sanity rule of `normalise` satisfied. For anything else it returns None and the caller takes
-the general path, which also produces the errors; so a bill is never judged differently here.
-Tests hold the two paths to identical bytes.
+`BillWriter.write_common` produces the same bytes straight from the bill, for the fixed field
+list of `schemas/cdr_record.avsc`, in about half of that (bench/README.md, stage b). It takes
+only bills that need no judgement: every field of the right JSON type (or an integer given as a
+plain decimal string), times in an hour whose UTC offset `records` has already cached, no field
+the schema does not know, every sanity rule of `normalise` satisfied. For anything else it
+returns None, and `BillWriter.write` takes the general path, which also produces the errors; so
+a bill is never judged differently here. Tests hold the two paths to identical bytes.
 """
 
 from __future__ import annotations
