@@ -126,7 +126,10 @@ async def test_backfill_publishes_a_window_others_consumed_once_even_when_run_tw
     messages = await asyncio.to_thread(consume_all, kafka_bootstrap, topics.data)
     assert_exactly_once(messages, expected)
     modes = fetch_modes(messages)
-    assert modes.get("backfill", 0) >= 1500, modes
+    # The start-up sweep (a 60 s window here) may publish the newest few of the taken records
+    # before the backfill reaches them; a 2-hour backlog of 1500 holds about 13 in a minute.
+    assert modes.get("backfill", 0) + modes.get("sweep", 0) >= 1500, modes
+    assert modes.get("backfill", 0) >= 1500 - 20, modes
 
 
 async def test_backfill_rejects_a_window_that_ends_before_it_starts(
