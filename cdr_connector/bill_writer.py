@@ -24,6 +24,8 @@ from cdr_connector.records import (
     INT_MAX,
     INT_MIN,
     KNOWN_FIELDS,
+    LONG_MAX,
+    LONG_MIN,
     MINUTE_SECOND,
     RecordContext,
     cached_hours,
@@ -44,8 +46,6 @@ _MAX_MEMO = 1 << 16
 _MAX_TEXT_BYTES = 4095
 _OPTIONAL, _REQUIRED = True, False  # may a text field be null (written as "")?
 _NO_ANSWER_TEXTS: Final = ("", "0000-00-00 00:00:00")  # "not answered", as PBXes write it
-_LONG_MIN: Final = -(2**63)
-_LONG_MAX: Final = 2**63 - 1
 _DIGITS_MAX: Final = 18  # any decimal string this short fits a long
 
 
@@ -172,7 +172,7 @@ class BillWriter:
         duration = get("duration")
         billsec = get("billsec")
         if not (type(record_id) is int and type(duration) is int and type(billsec) is int):
-            record_id = _integer(record_id, _LONG_MIN, _LONG_MAX)
+            record_id = _integer(record_id, LONG_MIN, LONG_MAX)
             duration = _integer(duration, 0, INT_MAX)
             billsec = _integer(billsec, 0, INT_MAX)
             if record_id is None or duration is None or billsec is None:
@@ -186,7 +186,7 @@ class BillWriter:
             and type(hangupdirection) is int
             and type(hangupcause) is int
             and type(direction) is str
-            and _LONG_MIN <= record_id <= _LONG_MAX
+            and LONG_MIN <= record_id <= LONG_MAX
             and 0 <= billsec <= duration + BILLSEC_SLACK_SECONDS
             and duration <= INT_MAX
             and INT_MIN <= callmethod <= INT_MAX

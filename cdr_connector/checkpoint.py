@@ -61,14 +61,8 @@ class CommittedIds:
 
     def add_many(self, ids: Iterable[int], committed_at_ms: int) -> None:
         """Add ids committed at one moment; fastest when they come sorted."""
-        ranges = self.ranges
         for record_id in sorted(ids):
-            last = ranges[-1] if ranges else None
-            if last is not None and last.high + 1 == record_id:  # `add`'s common case, inlined
-                last.high = record_id
-                last.committed_at_ms = max(last.committed_at_ms, committed_at_ms)
-            else:
-                self.add(record_id, committed_at_ms)
+            self.add(record_id, committed_at_ms)
         self._enforce_bound()
 
     def add(self, record_id: int, start_ms: int) -> None:

@@ -170,19 +170,8 @@ class TransactionalSink:
                 self._abort(producer)
             producer.begin_transaction()
             self._transaction_open = True
-            produce, on_delivery = producer.produce, self._on_delivery
             for message in messages:
-                try:  # `_produce` inlined: this runs once per record
-                    produce(
-                        message.topic,
-                        value=message.value,
-                        key=message.key,
-                        headers=message.headers,
-                        timestamp=message.timestamp_ms,
-                        on_delivery=on_delivery,
-                    )
-                except BufferError:
-                    self._produce(producer, message)
+                self._produce(producer, message)
             self._commit_with_retries(producer)
             self._transaction_open = False
         except KafkaException as exc:

@@ -28,7 +28,6 @@ batch commits second drops it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import operator
 import random
@@ -232,7 +231,7 @@ class Pipeline:
         """Sweep when a live request has failed, and every `sweep_interval_seconds` anyway
         (records another reader of the account took are found that way, or by the audit)."""
         while not self._stop.is_set():
-            await self._wait_for_sweep_request(self._settings.poll.sweep_interval_seconds)
+            await self._pause(self._settings.poll.sweep_interval_seconds, self._sweep_requested)
             if self._stop.is_set():
                 return
             if self._sweep_requested.is_set():
@@ -344,16 +343,9 @@ class Pipeline:
         log.warning("fetching failed (%s); retrying in %.1fs", cause, delay)
         await self._pause(delay)
 
-    async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
-
-    async def _wait_for_sweep_request(self, seconds: float) -> None:
-        """Until a sweep is requested, a stop is, or `seconds` have passed."""
-        waiters = [
-            asyncio.ensure_future(self._stop.wait()),
-            asyncio.ensure_future(self._sweep_requested.wait()),
-        ]
+    async def _pause(self, seconds: float, *wake_on: asyncio.Event) -> None:
+        """Until `seconds` have passed, a stop is requested, or one of `wake_on` is set."""
+        waiters = [asyncio.ensure_future(e.wait()) for e in (self._stop, *wake_on)]
         try:
             await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -418,9 +410,7 @@ class Pipeline:
                 # Let the next round's requests go out while a large batch converts; nothing
                 # else touches the state meanwhile (there is one committer).
                 await asyncio.sleep(0)
-            record_id = bill.get("id") if type(bill) is dict else None
-            if type(record_id) is not int:  # bill_id's common case first
-                record_id = bill_id(bill)
+            record_id = bill_id(bill)
             if record_id is not None:
                 if record_id in committed or record_id in seen:
                     summary.deduplicated += 1

@@ -61,6 +61,8 @@ def bill_id(bill: Any) -> int | None:
     if not isinstance(bill, dict):
         return None
     value = bill.get("id")
+    if type(value) is int:  # the common case first: this runs once per bill
+        return value
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and value.isdigit():
