@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,20 +114,16 @@ class ConnectorProcess:
         )
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
         url = f"http://127.0.0.1:{self.http_port}/readyz"
         async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise AssertionError(f"connector exited early:\n{self.output()}")
-                try:
-                    async with session.get(url) as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.2)
-        raise AssertionError(f"connector not ready within {timeout}s:\n{self.output()}")
+            await wait_until_ok(
+                session,
+                url,
+                what="connector",
+                process=self.process,
+                output=self.output,
+                timeout=timeout,
+            )
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
@@ -241,3 +238,28 @@ def assert_extension_order(messages: list[Message]) -> None:
         record_id = int(header(message, "cdr.id") or -1)
         assert last.get(key, -1) < record_id, f"key {key} went back to id {record_id}"
         last[key] = record_id
+
+
+async def wait_until_ok(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    what: str,
+    process: subprocess.Popen[bytes],
+    output: Callable[[], str],
+    timeout: float,
+) -> None:
+    """Poll `url` until it answers 200; fail with the process's output if the process exits
+    first or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"{what} exited early:\n{output()}")
+        try:
+            async with session.get(url) as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{what} not ready within {timeout}s:\n{output()}")

@@ -8,13 +8,11 @@ binary fails the test that needs it, with the command that installs it; these te
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import os
 import re
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,13 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from cdr_connector.simulator import RunningSimulator
-from tests.integration.harness import ConnectorProcess, Topics, connector_env, free_port
+from tests.integration.harness import (
+    ConnectorProcess,
+    Topics,
+    connector_env,
+    free_port,
+    wait_until_ok,
+)
 from tests.kafka_helpers import unique_name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -185,18 +189,15 @@ class PrometheusServer:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     async def wait_ready(self, session: aiohttp.ClientSession, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"prometheus exited early:\n{self.output()}")
-            try:
-                async with session.get(f"{self.url}/-/ready") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-        raise AssertionError(f"prometheus not ready within {timeout}s:\n{self.output()}")
+        url = f"{self.url}/-/ready"
+        await wait_until_ok(
+            session,
+            url,
+            what="prometheus",
+            process=self.process,
+            output=self.output,
+            timeout=timeout,
+        )
 
     async def api(self, session: aiohttp.ClientSession, path: str, **params: str) -> Any:
         """The `data` of a successful API answer; an error answer fails with its message."""
