@@ -1,9 +1,10 @@
 # cdr-connector's container image.
 #
 # Two stages: `build` installs the project and its dependencies into a virtual environment (every
-# dependency ships a manylinux wheel: confluent-kafka with librdkafka, fastavro, orjson), and the
-# final stage copies only that environment onto the same slim Python base. No compiler, pip cache
-# or source tree reaches the final image. It runs as an unprivileged numeric user, so Kubernetes'
+# dependency ships a manylinux wheel: confluent-kafka with librdkafka, fastavro, orjson; the
+# project's own bill writer is compiled with mypyc, see setup.py, which is why this stage uses the
+# full Python image, with gcc), and the final stage copies only that environment onto the slim
+# image of the same Python. No compiler, pip cache or source tree reaches the final image. It runs as an unprivileged numeric user, so Kubernetes'
 # runAsNonRoot can verify it, and works with a read-only root filesystem (/tmp is the only place
 # it writes, and Python writes no bytecode at run time). There is no HEALTHCHECK: Kubernetes
 # probes /livez and /readyz (see deploy/helm/cdr-connector).
@@ -12,16 +13,18 @@
 #   docker run --rm cdr-connector --help
 
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
+ARG BUILD_IMAGE=python:3.12-bookworm
 
-FROM ${PYTHON_IMAGE} AS build
+FROM ${BUILD_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY cdr_connector ./cdr_connector
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-compile ./ \
+    && /opt/venv/bin/python -I -c "import cdr_connector.bill_writer as w; assert w.is_compiled()" \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
     && /opt/venv/bin/pip uninstall --yes pip
 

@@ -41,7 +41,8 @@ def source_root() -> Path:
 
 def use_revision(revision: str) -> str:
     """Export `cdr_connector/` (and the `schemas/` it links to) at `revision` under
-    bench/.out/src/ and run it from there; returns the commit id."""
+    bench/.out/src/, build it as an install would (setup.py compiles the bill writer with
+    mypyc, at revisions that have it) and run it from there; returns the commit id."""
     commit = subprocess.run(
         ["git", "rev-parse", "--verify", f"{revision}^{{commit}}"],
         cwd=REPO_ROOT, capture_output=True, text=True, check=True,
@@ -54,8 +55,27 @@ def use_revision(revision: str) -> str:
             cwd=REPO_ROOT, capture_output=True, check=True,
         ).stdout  # fmt: skip
         subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+        _build_extensions(commit, target)
     use_source(target)
     return commit
+
+
+def _build_extensions(commit: str, target: Path) -> None:
+    has_setup = subprocess.run(
+        ["git", "cat-file", "-e", f"{commit}:setup.py"],
+        cwd=REPO_ROOT, capture_output=True, check=False,
+    ).returncode == 0  # fmt: skip
+    if not has_setup:
+        return
+    setup = subprocess.run(
+        ["git", "show", f"{commit}:setup.py"],
+        cwd=REPO_ROOT, capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    (target / "setup.py").write_bytes(setup)
+    subprocess.run(
+        [sys.executable, "setup.py", "--quiet", "build_ext", "--inplace"],
+        cwd=target, capture_output=True, check=True,
+    )  # fmt: skip
 
 
 def use_source(root: Path) -> None:
@@ -125,6 +145,22 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU of all threads of `pid` so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """User + system CPU so far of each live thread of `pid`, by thread name with its digits
+    dropped (librdkafka's `rdk:broker1` and `rdk:broker2` add up as `rdk:broker`)."""
+    totals: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            text = (task / "stat").read_text()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")].rstrip("0123456789_")
+        fields = text.rsplit(")", 1)[1].split()
+        seconds = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        totals[name] = totals.get(name, 0.0) + seconds
+    return totals
 
 
 def memory_kb(pid: int) -> tuple[int, int]:

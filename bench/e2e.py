@@ -38,6 +38,7 @@ from bench.common import (
     memory_kb,
     run_json,
     simulator,
+    thread_cpu_seconds,
 )
 
 PY_SPY = OUT_DIR / "tools" / "bin" / "py-spy"
@@ -69,6 +70,7 @@ def drain(
         try:
             connector.wait_metrics()
             ready_at, ready_cpu = time.time(), cpu_seconds(connector.pid)
+            ready_threads = thread_cpu_seconds(connector.pid)
             sim_ready_cpu = cpu_seconds(sim.process.pid)
             if profile is not None:
                 spy = _start_py_spy(connector.pid, profile)
@@ -91,6 +93,7 @@ def drain(
                     break
                 time.sleep(_FAST_POLL if produced == 0 else _SLOW_POLL)
             end_cpu = cpu_seconds(connector.pid)
+            end_threads = thread_cpu_seconds(connector.pid)
             sim_end_cpu = cpu_seconds(sim.process.pid)
             rss_kb, peak_kb = memory_kb(connector.pid)
             done_at = samples["cdr_connector_last_commit_timestamp_seconds"]
@@ -112,6 +115,11 @@ def drain(
         "cpu_share_of_a_core": (end_cpu - ready_cpu) / (done_at - ready_at),
         # The simulator shares the machine's cores with the connector and the broker.
         "simulator_cpu_us_per_record": (sim_end_cpu - sim_ready_cpu) / backlog * 1e6,
+        # Where the connector's CPU went: its Python threads, librdkafka's own threads.
+        "thread_cpu_us_per_record": {
+            name: (seconds - ready_threads.get(name, 0.0)) / backlog * 1e6
+            for name, seconds in end_threads.items()
+        },
         "peak_rss_mb": peak_kb / 1024,
         "rss_at_end_mb": rss_kb / 1024,
         "exit_code": exit_code,

@@ -34,6 +34,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -119,8 +120,8 @@ def _live_query(settings: Any) -> Any:
 
 def encode(count: int) -> dict[str, Any]:
     from bench.encode import make_bills
+    from cdr_connector import bill_writer
     from cdr_connector.avro import SingleObjectEncoder, assert_compiled_fastavro
-    from cdr_connector.bill_writer import BillWriter
     from cdr_connector.records import RecordContext, normalise
 
     if hasattr(os, "sched_setaffinity"):
@@ -145,23 +146,41 @@ def encode(count: int) -> dict[str, Any]:
         for page in pages:
             [write(normalise(bill, context)) for bill in page]
 
-    def writer() -> None:  # what the connector runs: one writer per page (per batch)
-        for page in pages:
-            write_bill = BillWriter(encoder, context).write
-            [write_bill(bill) for bill in page]
+    def writer_of(module: Any) -> Callable[[], None]:
+        def writer() -> None:  # what the connector runs: one writer per page (per batch)
+            for page in pages:
+                write_bill = module.BillWriter(encoder, context).write
+                [write_bill(bill) for bill in page]
 
-    result: dict[str, Any] = {"records": count}
+        return writer
+
+    # The writer as installed (compiled by mypyc where setup.py could) and from its source.
+    compiled = getattr(bill_writer, "is_compiled", lambda: False)()
+    result: dict[str, Any] = {"records": count, "writer_compiled": compiled}
     for name, work in (
         ("normalise", normalise_only),
         ("encode", encode_only),
         ("both", general),
-        ("writer", writer),
+        ("writer", writer_of(bill_writer)),
+        ("writer_source", writer_of(_module_from_source(bill_writer))),
     ):
         best = min(_timed(work) for _ in range(3))
         result[f"{name}_per_s"] = count / best
         result[f"{name}_us"] = best / count * 1e6
     result["records_per_s"] = result["writer_per_s"]
     return result
+
+
+def _module_from_source(module: Any) -> Any:
+    """`module` executed from its .py file, even when `import` picked a compiled build."""
+    import importlib.util
+
+    path = Path(module.__file__).with_name(module.__name__.rpartition(".")[2] + ".py")
+    spec = importlib.util.spec_from_file_location(f"{module.__name__}_source", path)
+    assert spec is not None and spec.loader is not None
+    source = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(source)
+    return source
 
 
 def _timed(work: Callable[[], object]) -> float:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates (or reuses) .venv and installs the project with its dev extra; reinstalls only when
-# pyproject.toml changed. Everything the tests need is installed from here, nothing by hand.
+# pyproject.toml, setup.py or the compiled module's source changed (an editable install keeps
+# the mypyc-built bill_writer next to its source, and a stale build would shadow an edit). Everything the tests need is installed from here, nothing by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,9 +15,13 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.cdr-connector-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml setup.py cdr_connector/bill_writer.py | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[dev]'
+  # The build's own warnings (setuptools on editable installs) only matter when it fails.
+  if ! .venv/bin/python -m pip install --quiet -e '.[dev]' >.venv/install.log 2>&1; then
+    cat .venv/install.log >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi

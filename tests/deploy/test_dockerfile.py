@@ -71,17 +71,32 @@ def test_hadolint_is_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_multi_stage_on_one_slim_python_base() -> None:
+def _arg_default(name: str) -> str:
+    return next(
+        text.partition("=")[2]
+        for kw, text in instructions()
+        if kw == "ARG" and text.startswith(f"{name}=")
+    )
+
+
+def test_built_on_the_full_image_and_run_on_the_slim_one_of_the_same_python() -> None:
     all_stages = stages()
     assert len(all_stages) >= 2
     build, final = all_stages[0], all_stages[-1]
     assert build.name == "build"
-    # The virtual environment is copied between stages, so both need the same interpreter.
-    assert final.base == build.base
-    base_default = next(
-        text for kw, text in instructions() if kw == "ARG" and "PYTHON_IMAGE" in text
-    )
-    assert re.fullmatch(r"PYTHON_IMAGE=python:3\.1[1-9]-slim(-\w+)?", base_default), base_default
+    assert (build.base, final.base) == ("${BUILD_IMAGE}", "${PYTHON_IMAGE}")
+    run_image = re.fullmatch(r"python:(3\.1[1-9])-slim-(\w+)", _arg_default("PYTHON_IMAGE"))
+    assert run_image, _arg_default("PYTHON_IMAGE")
+    # The virtual environment (with the mypyc-built writer) is copied between stages, so both
+    # need the same interpreter: the same Python and Debian release, with and without gcc.
+    python, debian = run_image.groups()
+    assert _arg_default("BUILD_IMAGE") == f"python:{python}-{debian}"
+
+
+def test_the_build_stage_checks_the_writer_was_compiled() -> None:
+    runs = " ".join(stages()[0].args("RUN"))
+    assert "pip install --no-compile ./" in runs
+    assert "assert w.is_compiled()" in runs
 
 
 def test_final_stage_has_no_build_tools() -> None:
@@ -177,3 +192,4 @@ def test_dockerignore_leaves_out_the_rest(ignore_patterns: list[str]) -> None:
     for path in (".git", ".venv", ".tools", "tests/unit", "deploy/dev/.cache", "bench"):
         assert _ignored(path, ignore_patterns), path
     assert _ignored("cdr_connector/__pycache__/app.cpython-312.pyc", ignore_patterns)
+    assert _ignored("cdr_connector/bill_writer.cpython-311-x86_64-linux-gnu.so", ignore_patterns)

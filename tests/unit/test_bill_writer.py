@@ -3,12 +3,18 @@
 Every bill either comes out of `BillWriter.write_common` with exactly the bytes, key and facts
 of the general path, or is left to the general path (None); `BillWriter.write` then judges it
 exactly as `normalise` does.
+
+Each test runs twice: on the module as imported (the mypyc build where setup.py could compile
+it) and on the same file executed as Python source.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import random
 import zoneinfo
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import fastavro
@@ -16,7 +22,7 @@ import pytest
 
 from cdr_connector import bill_writer
 from cdr_connector.avro import ConfluentEncoder, RecordEncoder, SingleObjectEncoder
-from cdr_connector.bill_writer import BillWriter, EncodedRecord, zigzag_varint
+from cdr_connector.bill_writer import EncodedRecord
 from cdr_connector.errors import RecordError
 from cdr_connector.records import RecordContext, normalise, record_key
 from cdr_connector.simulator import generator
@@ -26,6 +32,24 @@ from tests.unit.test_records import NEW_YORK, SHANGHAI, answered, context, examp
 
 T0 = 1_730_000_000.0
 FALLBACKS = ("displaynumber", "destnumber", "userid", "id")
+SOURCE = Path(bill_writer.__file__).with_name("bill_writer.py")
+
+
+def writer_from_source() -> ModuleType:
+    """bill_writer.py executed as Python, whichever build `import` picks."""
+    spec = importlib.util.spec_from_file_location("cdr_connector.bill_writer_source", SOURCE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BUILDS = {"imported": bill_writer, "source": writer_from_source()}
+
+
+@pytest.fixture(params=list(BUILDS))
+def impl(request: pytest.FixtureRequest) -> ModuleType:
+    return BUILDS[request.param]
 
 
 def simulator_bills(count: int, poison_rate: float, zone: str = "Asia/Shanghai") -> list[Any]:
@@ -70,13 +94,15 @@ def confluent_encoder() -> ConfluentEncoder:
 
 
 @pytest.mark.parametrize("fallback", FALLBACKS)
-def test_simulator_bills_take_the_one_pass_path_with_identical_bytes(fallback: str) -> None:
+def test_simulator_bills_take_the_one_pass_path_with_identical_bytes(
+    impl: ModuleType, fallback: str
+) -> None:
     ctx = context()
     encoder = SingleObjectEncoder()
     bills = simulator_bills(3000, poison_rate=0.0)
     for bill in bills:  # the first bill of an hour teaches normalise that hour's offset
         normalise(bill, ctx)
-    writer = BillWriter(encoder, ctx, fallback)
+    writer = impl.BillWriter(encoder, ctx, fallback)
     taken = 0
     for bill in bills:
         fast = writer.write_common(bill)
@@ -88,25 +114,25 @@ def test_simulator_bills_take_the_one_pass_path_with_identical_bytes(fallback: s
     assert any(bill["answertime"] is None for bill in bills)
 
 
-def test_confluent_framing_and_every_fetch_mode_give_identical_bytes() -> None:
+def test_confluent_framing_and_every_fetch_mode_give_identical_bytes(impl: ModuleType) -> None:
     bills = simulator_bills(300, poison_rate=0.0)
     for encoder in (SingleObjectEncoder(), confluent_encoder()):
         for mode in ("live", "sweep", "audit", "backfill"):
             ctx = context(mode=mode)
             for bill in bills:
                 normalise(bill, ctx)
-            writer = BillWriter(encoder, ctx)
+            writer = impl.BillWriter(encoder, ctx)
             for bill in bills:
                 assert writer.write_common(bill) == general(bill, ctx, encoder, "displaynumber")
 
 
-def test_written_values_read_back_as_the_normalised_record() -> None:
+def test_written_values_read_back_as_the_normalised_record(impl: ModuleType) -> None:
     from cdr_connector.avro import decode
 
     ctx = context()
     bill = answered()
     normalise(bill, ctx)
-    fast = BillWriter(SingleObjectEncoder(), ctx).write_common(bill)
+    fast = impl.BillWriter(SingleObjectEncoder(), ctx).write_common(bill)
     assert fast is not None
     assert decode(fast.value) == normalise(bill, ctx)
 
@@ -114,13 +140,13 @@ def test_written_values_read_back_as_the_normalised_record() -> None:
 # --- poison and odd shapes: the same verdict as normalise ---------------------------------
 
 
-def test_poisoned_simulator_bills_get_the_general_paths_verdict() -> None:
+def test_poisoned_simulator_bills_get_the_general_paths_verdict(impl: ModuleType) -> None:
     ctx = context()
     encoder = SingleObjectEncoder()
     bills = simulator_bills(3000, poison_rate=0.2)
     for bill in bills:
         outcome(lambda bill=bill: normalise(bill, ctx))
-    writer = BillWriter(encoder, ctx)
+    writer = impl.BillWriter(encoder, ctx)
     left_to_general = 0
     for bill in bills:
         fast = writer.write_common(bill)
@@ -175,22 +201,24 @@ ODD_BILLS: dict[str, dict[str, Any]] = {
 
 
 @pytest.mark.parametrize("changes", ODD_BILLS.values(), ids=list(ODD_BILLS))
-def test_odd_bills_get_the_same_verdict_either_way(changes: dict[str, Any]) -> None:
+def test_odd_bills_get_the_same_verdict_either_way(
+    impl: ModuleType, changes: dict[str, Any]
+) -> None:
     ctx = context()
     encoder = SingleObjectEncoder()
     normalise(example_bill(), ctx)  # the example's hour is known
     bill = example_bill()
     bill.update(changes)
-    writer = BillWriter(encoder, ctx)
+    writer = impl.BillWriter(encoder, ctx)
     expected = outcome(lambda: general(bill, ctx, encoder, "displaynumber"))
     fast = writer.write_common(bill)
     assert fast is None or fast == expected
     assert outcome(lambda: writer.write(bill)) == expected
 
 
-def test_a_missing_field_and_a_non_object_go_to_the_general_path() -> None:
+def test_a_missing_field_and_a_non_object_go_to_the_general_path(impl: ModuleType) -> None:
     ctx = context()
-    writer = BillWriter(SingleObjectEncoder(), ctx)
+    writer = impl.BillWriter(SingleObjectEncoder(), ctx)
     normalise(example_bill(), ctx)
     for bill in ({k: v for k, v in example_bill().items() if k != "userid"}, [1], "bill", None):
         expected = outcome(lambda bill=bill: general(bill, ctx, writer._encoder, "displaynumber"))
@@ -199,7 +227,9 @@ def test_a_missing_field_and_a_non_object_go_to_the_general_path() -> None:
         assert outcome(lambda bill=bill: writer.write(bill)) == expected
 
 
-def test_hours_with_a_change_of_offset_are_never_taken_by_the_one_pass_path() -> None:
+def test_hours_with_a_change_of_offset_are_never_taken_by_the_one_pass_path(
+    impl: ModuleType,
+) -> None:
     """New York, the night clocks go back: the repeated hour needs normalise's fold rules."""
     ctx = context(NEW_YORK)
     encoder = SingleObjectEncoder()
@@ -211,18 +241,18 @@ def test_hours_with_a_change_of_offset_are_never_taken_by_the_one_pass_path() ->
         billsec=50,
     )
     normalise(bill, ctx)
-    assert BillWriter(encoder, ctx).write_common(bill) is None
-    assert BillWriter(encoder, ctx).write(bill) == general(bill, ctx, encoder, "displaynumber")
+    assert impl.BillWriter(encoder, ctx).write_common(bill) is None
+    assert impl.BillWriter(encoder, ctx).write(bill) == general(bill, ctx, encoder, "displaynumber")
 
 
-def test_bills_in_other_zones_take_their_own_offsets() -> None:
+def test_bills_in_other_zones_take_their_own_offsets(impl: ModuleType) -> None:
     bills = simulator_bills(200, poison_rate=0.0, zone="America/New_York")
     ctx = context(NEW_YORK)
     encoder = SingleObjectEncoder()
     for bill in bills:
         normalise(bill, ctx)
-    writer = BillWriter(encoder, ctx)
-    shanghai = BillWriter(encoder, context(SHANGHAI))
+    writer = impl.BillWriter(encoder, ctx)
+    shanghai = impl.BillWriter(encoder, context(SHANGHAI))
     for bill in bills:
         assert writer.write(bill) == general(bill, ctx, encoder, "displaynumber")
         other = shanghai.write(bill)
@@ -232,7 +262,7 @@ def test_bills_in_other_zones_take_their_own_offsets() -> None:
 # --- the pieces -----------------------------------------------------------------------------
 
 
-def test_zigzag_varint_matches_fastavro_for_ints_and_longs() -> None:
+def test_zigzag_varint_matches_fastavro_for_ints_and_longs(impl: ModuleType) -> None:
     from io import BytesIO
 
     rng = random.Random(5)
@@ -245,20 +275,38 @@ def test_zigzag_varint_matches_fastavro_for_ints_and_longs() -> None:
     for number in numbers:
         buffer = BytesIO()
         fastavro.schemaless_writer(buffer, "long", number)
-        assert zigzag_varint(number) == buffer.getvalue(), number
+        assert impl.zigzag_varint(number) == buffer.getvalue(), number
 
 
-def test_memos_stay_bounded_and_correct(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bill_writer, "_MAX_MEMO", 50)
-    monkeypatch.setattr(bill_writer, "_LONGS", {})
-    monkeypatch.setattr(bill_writer, "_COMMON_TEXTS", {})
+def test_memos_stay_bounded_and_correct(impl: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(impl, "_MAX_MEMO", 50)
+    monkeypatch.setattr(impl, "_LONGS", {})
+    monkeypatch.setattr(impl, "_COMMON_TEXTS", {})
     ctx = context()
     encoder = SingleObjectEncoder()
     bills = simulator_bills(400, poison_rate=0.0)
     for bill in bills:
         normalise(bill, ctx)
-    writer = BillWriter(encoder, ctx)
+    writer = impl.BillWriter(encoder, ctx)
     for bill in bills:
         assert writer.write(bill) == general(bill, ctx, encoder, "displaynumber")
-    assert len(bill_writer._LONGS) <= 50
-    assert len(bill_writer._COMMON_TEXTS) <= 50
+    assert len(impl._LONGS) <= 50
+    assert len(impl._COMMON_TEXTS) <= 50
+
+
+# --- the builds -----------------------------------------------------------------------------
+
+
+def test_the_source_build_says_it_is_not_compiled() -> None:
+    assert BUILDS["source"].is_compiled() is False
+    assert bill_writer.is_compiled() is (Path(bill_writer.__file__).suffix == ".so")
+
+
+def test_a_compiled_writer_is_built_from_the_current_source() -> None:
+    """An editable install keeps the build next to the source; an edit after the build would
+    otherwise be shadowed by the stale extension (scripts/bootstrap.sh rebuilds it)."""
+    if bill_writer.is_compiled():
+        built = Path(bill_writer.__file__).stat().st_mtime
+        assert built >= SOURCE.stat().st_mtime, (
+            f"{bill_writer.__file__} is older than {SOURCE}: run scripts/bootstrap.sh to rebuild"
+        )
