@@ -156,7 +156,11 @@ class TransactionalSink:
         return await loop.run_in_executor(self._executor, fn)
 
     def _start_blocking(self) -> None:
-        self._producer = self._producer_factory(producer_config(self._settings))
+        config = producer_config(self._settings)
+        # One callback for the producer rather than one per produce() call, which costs a
+        # reference per message; with delivery.report.only.error it only sees failures.
+        config["on_delivery"] = self._on_delivery
+        self._producer = self._producer_factory(config)
         try:
             self._producer.init_transactions(self._timeout)
         except KafkaException as exc:
@@ -195,7 +199,6 @@ class TransactionalSink:
                     key=message.key,
                     headers=message.headers,
                     timestamp=message.timestamp_ms,
-                    on_delivery=self._on_delivery,
                 )
                 return
             except BufferError:
