@@ -110,6 +110,7 @@ def is_compiled() -> bool:
 
 # The varint of every text length up to the limit.
 _SIZES: Final = tuple(zigzag_varint(size) for size in range(_MAX_TEXT_BYTES + 1))
+_new_record = tuple.__new__
 
 
 class BillWriter:
@@ -246,17 +247,20 @@ class BillWriter:
                 self._tail,
             )
         )  # fmt: skip
-        return EncodedRecord(
-            record_id,
-            _key(extension) or self._fallback_key(record_id, bill),
-            value,
-            start_ms,
-            end_ms,
-            answer is not None,
-            direction,
-            callmethod,
-            billsec,
-            0,
+        return _new_record(  # EncodedRecord(...) without its Python-level __new__
+            EncodedRecord,
+            (
+                record_id,
+                _key(extension) or self._fallback_key(record_id, bill),
+                value,
+                start_ms,
+                end_ms,
+                answer is not None,
+                direction,
+                callmethod,
+                billsec,
+                0,
+            ),
         )
 
     def _time(self, text: Any) -> int | None:

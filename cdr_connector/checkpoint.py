@@ -23,7 +23,7 @@ compares them with the vendor's own count of each closed hour.
 from __future__ import annotations
 
 import zlib
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -60,10 +60,37 @@ class CommittedIds:
         return sum(r.high - r.low + 1 for r in self.ranges)
 
     def add_many(self, ids: Iterable[int], committed_at_ms: int) -> None:
-        """Add ids committed at one moment; fastest when they come sorted."""
-        for record_id in sorted(ids):
-            self.add(record_id, committed_at_ms)
+        """Add ids committed at one moment; each run of consecutive ids is added at once."""
+        ordered = sorted(ids)
+        run_start = 0
+        for index in range(1, len(ordered) + 1):
+            if index == len(ordered) or ordered[index] != ordered[index - 1] + 1:
+                self._add_run(ordered[run_start], ordered[index - 1], committed_at_ms)
+                run_start = index
         self._enforce_bound()
+
+    def _add_run(self, low: int, high: int, committed_at_ms: int) -> None:
+        """Add [low, high], merging it with every range it overlaps or touches."""
+        ranges = self.ranges
+        if ranges and ranges[-1].high + 1 == low:  # the common case: the next ids
+            ranges[-1].high = high
+            ranges[-1].committed_at_ms = max(ranges[-1].committed_at_ms, committed_at_ms)
+            return
+        # Disjoint and sorted, the ranges are ordered by their highs too.
+        first = bisect_left(ranges, low - 1, key=_high)  # the first that reaches low - 1
+        last = bisect_right(ranges, high + 1, key=_low)  # past the last that starts by high + 1
+        if first == last:
+            ranges.insert(first, IdRange(low, high, committed_at_ms))
+            return
+        merged = ranges[first]
+        if first + 1 == last and merged.low <= low and high <= merged.high:
+            return  # nothing new, as `add` of an id already there
+        merged.low = min(merged.low, low)
+        merged.high = max(ranges[last - 1].high, high)
+        merged.committed_at_ms = max(
+            committed_at_ms, *(r.committed_at_ms for r in ranges[first:last])
+        )
+        del ranges[first + 1 : last]
 
     def add(self, record_id: int, start_ms: int) -> None:
         ranges = self.ranges
@@ -108,6 +135,10 @@ class CommittedIds:
 
 def _low(id_range: IdRange) -> int:
     return id_range.low
+
+
+def _high(id_range: IdRange) -> int:
+    return id_range.high
 
 
 @dataclass(slots=True)

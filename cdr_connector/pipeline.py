@@ -62,6 +62,7 @@ _start_ms, _end_ms = operator.attrgetter("starttime"), operator.attrgetter("endt
 _unknown_fields = operator.attrgetter("unknown_fields")
 _call_kind = operator.attrgetter("direction", "callmethod", "answered")
 _talk_time = operator.attrgetter("direction", "billsec")
+_new_message = tuple.__new__
 
 
 @dataclass(frozen=True)
@@ -431,13 +432,16 @@ class Pipeline:
             new_ids.append(record.id)
         good.sort(key=_record_id)  # records of one extension keep their id order
         topic, constant_headers = self._topic, self._record_headers
-        messages = [  # `_record_message`, inlined: this runs once per record
-            OutgoingMessage(
-                topic,
-                record.key,
-                record.value,
-                [("cdr.id", str(record.id).encode()), *constant_headers],
-                record.endtime,
+        messages = [  # OutgoingMessage(...) without its Python-level __new__: once per record
+            _new_message(
+                OutgoingMessage,
+                (
+                    topic,
+                    record.key,
+                    record.value,
+                    [("cdr.id", str(record.id).encode()), *constant_headers],
+                    record.endtime,
+                ),
             )
             for record in good
         ]

@@ -49,6 +49,28 @@ def test_random_insertion_order_matches_a_plain_set() -> None:
     assert all(a.high + 1 < b.low for a, b in zip(ids.ranges, ids.ranges[1:], strict=False))
 
 
+def test_batches_add_exactly_what_ids_added_one_by_one_would() -> None:
+    """Runs of consecutive ids are merged at once; the result (ranges and their commit times)
+    is that of adding every id on its own, in random batches with gaps, overlaps and repeats."""
+    rng = random.Random(11)
+    batched, one_by_one = CommittedIds(), CommittedIds()
+    reference: set[int] = set()
+    for moment in range(400):
+        base = rng.randrange(0, 3000)
+        batch = [base + rng.randrange(0, 40) for _ in range(rng.randrange(1, 30))]
+        batch += list(range(base, base + rng.randrange(0, 25)))
+        rng.shuffle(batch)
+        batched.add_many(batch, moment)
+        for record_id in sorted(batch):
+            one_by_one.add(record_id, moment)
+        reference.update(batch)
+        assert [(r.low, r.high, r.committed_at_ms) for r in batched.ranges] == [
+            (r.low, r.high, r.committed_at_ms) for r in one_by_one.ranges
+        ]
+    assert len(batched) == len(reference)
+    assert all((i in batched) == (i in reference) for i in range(-1, 3100))
+
+
 def test_adding_an_id_twice_changes_nothing() -> None:
     ids = CommittedIds()
     ids.add_many([10], 5)
