@@ -191,6 +191,10 @@ class KafkaSettings(_Section):
     queue_max_messages: Annotated[int, Field(ge=1000)] = 100_000
     queue_max_kbytes: Annotated[int, Field(ge=1024)] = 256 * 1024
     operation_timeout_seconds: PositiveSeconds = 30.0
+    # A record whose Avro value is larger goes to the dead-letter topic: the broker (1 MiB per
+    # batch by default) and librdkafka (message.max.bytes, 1,000,000) would refuse it, and a
+    # refused message fails its transaction every time it is produced again.
+    max_value_bytes: Annotated[int, Field(ge=1024)] = 900_000
     # Passed to librdkafka unchanged: security.protocol, sasl.*, ssl.* and the like.
     client_config: dict[str, str] = Field(default_factory=dict)
 

@@ -121,6 +121,15 @@ class CommitSummary:
     dead_letter_stages: list[str] = field(default_factory=list)
 
 
+def _too_large(value: bytes, limit: int) -> RecordError:
+    return RecordError(
+        f"the record's Avro value is {len(value)} bytes, more than kafka.max_value_bytes "
+        f"({limit}); Kafka would refuse it. Raise the limit only together with the topic's "
+        "max.message.bytes and librdkafka's message.max.bytes (kafka.client_config)",
+        stage="encode",
+    )
+
+
 class Pipeline:
     def __init__(
         self,
@@ -401,6 +410,7 @@ class Pipeline:
             fetch_mode=batch.mode,
         )
         write = BillWriter(self._encoder, context, self._settings.kafka.key_fallback_field).write
+        max_value_bytes = self._settings.kafka.max_value_bytes
         committed = self._state.committed
         seen: set[int] = set()
         good: list[EncodedRecord] = []
@@ -419,6 +429,8 @@ class Pipeline:
                 seen.add(record_id)
             try:
                 record = write(bill)
+                if len(record.value) > max_value_bytes:
+                    raise _too_large(record.value, max_value_bytes)
             except RecordError as exc:
                 dead.append(self._dead_letter(bill, record_id, exc, batch))
                 summary.dead_letter_stages.append(exc.stage)
@@ -475,10 +487,19 @@ class Pipeline:
             headers.append(("cdr.field", error.field.encode()))
         if record_id is not None:
             headers.append(("cdr.id", str(record_id).encode()))
+        value = orjson.dumps(bill)
+        limit = self._settings.kafka.max_value_bytes
+        if len(value) > limit:
+            # Too large for the dead-letter topic as well: its beginning, still JSON (quoting
+            # at most doubles it); the whole bill stays with the vendor, found again by its id
+            # and dial time.
+            headers.append(("cdr.truncated", str(len(value)).encode()))
+            head = value[: limit // 4].decode(errors="ignore")
+            value = orjson.dumps({"truncated_bill": head, "bytes": len(value)})
         return OutgoingMessage(
             topic=self._settings.kafka.dead_letter_topic,
             key=str(record_id).encode() if record_id is not None else None,
-            value=orjson.dumps(bill),
+            value=value,
             headers=headers,
             timestamp_ms=batch.fetched_at_ms,
         )

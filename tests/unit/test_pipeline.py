@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 import pytest
 
 from cdr_connector import metrics
@@ -58,10 +59,11 @@ class FakeSink:
         return [m for t in self.transactions for m in t if m.topic == topic]
 
 
-def make_pipeline(sink: FakeSink, state: bytes | None = None) -> Pipeline:
+def make_pipeline(sink: FakeSink, state: bytes | None = None, **kafka: Any) -> Pipeline:
     settings = Settings(
         source={"name": SOURCE, "appid": "a", "accesskey": "k"},
         poll={"retry_initial_seconds": 0.001, "retry_max_seconds": 0.002},
+        kafka=kafka,
     )  # type: ignore[arg-type]
     poller = Poller(FakeVendor(0), settings.source, settings.poll, SystemClock())
     return Pipeline(
@@ -74,8 +76,8 @@ def batch(*bills: Any, mode: str = "live") -> FetchedBatch:
     return FetchedBatch(mode, list(bills), 1_795_000_000_000)  # type: ignore[arg-type]
 
 
-async def started(sink: FakeSink, state: bytes | None = None) -> Pipeline:
-    pipeline = make_pipeline(sink, state)
+async def started(sink: FakeSink, state: bytes | None = None, **kafka: Any) -> Pipeline:
+    pipeline = make_pipeline(sink, state, **kafka)
     await pipeline._start()
     return pipeline
 
@@ -132,6 +134,38 @@ async def test_a_bad_bill_goes_to_the_dead_letter_topic_and_the_rest_proceeds() 
     assert headers["cdr.id"] == b"2"
     assert b"2026-02-30" in letter.value
     assert 2 in pipeline.state.committed, "a dead-lettered id is not fetched again by a sweep"
+
+
+async def test_a_record_too_large_for_kafka_is_dead_lettered_not_retried_forever() -> None:
+    """The broker would refuse it and fail every transaction it is in; as a dead letter it is
+    cut to a JSON head that fits, and the rest of the batch is committed."""
+    sink = FakeSink()
+    pipeline = await started(sink, max_value_bytes=2048)
+    huge = bill(2, userkey="k" * 5000)
+    await pipeline._commit_batch(batch(bill(1), huge, bill(3, userkey="k" * 1500)))
+    assert [decode(m.value)["id"] for m in sink.on("cdr.calls")] == [1, 3]
+    [letter] = sink.on("cdr.calls.dlq")
+    headers = dict(letter.headers)
+    assert headers["cdr.stage"] == b"encode"
+    assert b"kafka.max_value_bytes (2048)" in headers["cdr.error"]
+    assert headers["cdr.id"] == b"2"
+    whole = orjson.dumps(huge)
+    assert headers["cdr.truncated"] == str(len(whole)).encode()
+    assert len(letter.value) <= 2048
+    cut = orjson.loads(letter.value)
+    assert cut["bytes"] == len(whole)
+    assert whole.decode().startswith(cut["truncated_bill"])
+    assert 2 in pipeline.state.committed
+
+
+async def test_a_bad_bill_too_large_to_dead_letter_whole_is_cut() -> None:
+    sink = FakeSink()
+    pipeline = await started(sink, max_value_bytes=4096)
+    await pipeline._commit_batch(batch(bill(1, starttime="2026-02-30 10:00:00", userid="u" * 9000)))
+    [letter] = sink.on("cdr.calls.dlq")
+    assert dict(letter.headers)["cdr.stage"] == b"normalise"
+    assert len(letter.value) <= 4096
+    assert orjson.loads(letter.value)["truncated_bill"].startswith('{"id":1,')
 
 
 async def test_a_bill_without_an_id_is_dead_lettered_without_a_key() -> None:
