@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fresh-seconds", type=float, default=60.0)
     parser.add_argument("--soak-seconds", type=float, default=0.0)
     parser.add_argument(
+        "--soak-sweep-interval",
+        type=float,
+        default=300.0,
+        help="poll.sweep_interval_seconds of the soaked connector (its default: 1800)",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="py-spy the connector while it drains"
     )
     parser.add_argument(
@@ -189,7 +195,12 @@ def _measures(
     return [
         (
             "soak:live",
-            lambda: e2e.soak(bootstrap, seconds=args.soak_seconds, rate=args.fresh_rate),
+            lambda: e2e.soak(
+                bootstrap,
+                seconds=args.soak_seconds,
+                rate=args.fresh_rate,
+                sweep_interval=args.soak_sweep_interval,
+            ),
         )
     ]
 

@@ -328,14 +328,26 @@ def _quantile(buckets: list[tuple[float, float]], q: float) -> float:
     return lower_bound
 
 
-def soak(bootstrap: str, *, seconds: float, rate: float, every: float = 10.0) -> dict[str, Any]:
+def soak(
+    bootstrap: str,
+    *,
+    seconds: float,
+    rate: float,
+    every: float = 10.0,
+    sweep_interval: float = 300.0,
+) -> dict[str, Any]:
     """RSS every `every` seconds under live traffic, and its least-squares slope."""
     source = _source("soak")
     samples: list[tuple[float, float]] = []
     with simulator(source, backlog=0, rate=rate) as sim:
-        # Sweeps every 300 s (the default is rarer), so that a soak sees several of them.
+        # Sweeps every 300 s by default (the connector's default is rarer), so that a short
+        # soak sees several of them.
         env = connector_env(
-            bootstrap, sim.url, source, free_port(), CDR_POLL__SWEEP_INTERVAL_SECONDS="300"
+            bootstrap,
+            sim.url,
+            source,
+            free_port(),
+            CDR_POLL__SWEEP_INTERVAL_SECONDS=str(sweep_interval),
         )
         connector = Connector(source, env)
         try:
@@ -352,10 +364,10 @@ def soak(bootstrap: str, *, seconds: float, rate: float, every: float = 10.0) ->
         finally:
             connector.stop()
     delete_topics(bootstrap, source)
-    # The first periodic sweep (poll.sweep_interval_seconds, 300 s here) lists every
-    # record of the sweep window once: a one-off step of the heap, not a trend. The trend is
-    # fitted after it when the soak is long enough.
-    settled_from = 330.0 if seconds >= 600 else 60.0
+    # The first periodic sweep (poll.sweep_interval_seconds) lists every record of the sweep
+    # window once: a one-off step of the heap, not a trend. The trend is fitted after it when
+    # the soak is long enough.
+    settled_from = sweep_interval + 30.0 if seconds >= 2 * sweep_interval else 60.0
     settled = [s for s in samples if s[0] >= settled_from] or samples
     return {
         "load": load,
@@ -368,6 +380,7 @@ def soak(bootstrap: str, *, seconds: float, rate: float, every: float = 10.0) ->
         "peak_rss_mb": peak_kb / 1024,
         "slope_mb_per_hour": _slope(settled) * 3600,
         "slope_from_s": settled_from,
+        "sweep_interval_s": sweep_interval,
         "slope_whole_soak_mb_per_hour": _slope(samples) * 3600,
         "samples": samples,
     }
