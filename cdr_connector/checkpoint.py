@@ -56,6 +56,10 @@ class CommittedIds:
         index = bisect_right(self.ranges, record_id, key=_low) - 1
         return index >= 0 and self.ranges[index].high >= record_id
 
+    def highest(self) -> int | None:
+        """The highest id held, or None when empty: every id above it is new."""
+        return self.ranges[-1].high if self.ranges else None
+
     def __len__(self) -> int:
         return sum(r.high - r.low + 1 for r in self.ranges)
 

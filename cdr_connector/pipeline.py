@@ -49,7 +49,7 @@ from cdr_connector.config import Settings
 from cdr_connector.errors import PermanentError, RecordError, RetryableError
 from cdr_connector.kafka_sink import OutgoingMessage, Sink, read_latest_state
 from cdr_connector.poller import FetchedBatch, Poller, RoundFailedError, bill_id
-from cdr_connector.records import RecordContext, dial_time_ms
+from cdr_connector.records import LONG_MIN, RecordContext, dial_time_ms
 
 log = logging.getLogger(__name__)
 
@@ -412,6 +412,10 @@ class Pipeline:
         write = BillWriter(self._encoder, context, self._settings.kafka.key_fallback_field).write
         max_value_bytes = self._settings.kafka.max_value_bytes
         committed = self._state.committed
+        # Live records come above every committed id: one comparison instead of a lookup.
+        highest = committed.highest()
+        if highest is None:
+            highest = LONG_MIN - 1
         seen: set[int] = set()
         good: list[EncodedRecord] = []
         dead: list[OutgoingMessage] = []
@@ -423,7 +427,7 @@ class Pipeline:
                 await asyncio.sleep(0)
             record_id = bill_id(bill)
             if record_id is not None:
-                if record_id in committed or record_id in seen:
+                if (record_id <= highest and record_id in committed) or record_id in seen:
                     summary.deduplicated += 1
                     continue
                 seen.add(record_id)

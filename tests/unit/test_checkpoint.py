@@ -71,6 +71,15 @@ def test_batches_add_exactly_what_ids_added_one_by_one_would() -> None:
     assert all((i in batched) == (i in reference) for i in range(-1, 3100))
 
 
+def test_highest_is_the_top_of_the_last_range() -> None:
+    ids = CommittedIds()
+    assert ids.highest() is None
+    ids.add_many([7, 3, 4], 0)
+    assert ids.highest() == 7
+    ids.add(5, 0)
+    assert ids.highest() == 7
+
+
 def test_adding_an_id_twice_changes_nothing() -> None:
     ids = CommittedIds()
     ids.add_many([10], 5)

@@ -114,6 +114,15 @@ async def test_ids_already_committed_or_repeated_are_dropped() -> None:
     assert (after or 0) - (before or 0) == 2
 
 
+async def test_an_id_below_the_highest_committed_but_never_committed_is_published() -> None:
+    sink = FakeSink()
+    pipeline = await started(sink)
+    await pipeline._commit_batch(batch(bill(1), bill(3)))
+    summary = await pipeline._commit_batch(batch(bill(2), bill(3), mode="sweep"))
+    assert (summary.produced, summary.deduplicated) == (1, 1)
+    assert [decode(m.value)["id"] for m in sink.on("cdr.calls")] == [1, 3, 2]
+
+
 async def test_a_batch_of_only_duplicates_commits_nothing() -> None:
     sink = FakeSink()
     pipeline = await started(sink)
