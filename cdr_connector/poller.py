@@ -96,7 +96,7 @@ class Poller:
         remaining: int | None = None
         paging = False
         next_page = 1
-        previous_ids: set[int] = set()
+        previous_ids: set[int | None] = set()
         while remaining is None or remaining > 0:
             count = 1 if remaining is None else min(concurrency, math.ceil(remaining / page_size))
             pages = list(range(next_page, next_page + count)) if paging else [1] * count
@@ -108,7 +108,8 @@ class Poller:
             yield batch
             if not batch.bills:
                 return
-            ids = {i for i in map(bill_id, batch.bills) if i is not None}
+            ids = set(map(bill_id, batch.bills))  # a loop in C: this sees every bill
+            ids.discard(None)
             if not paging and ids and ids <= previous_ids:
                 paging, next_page = True, 2
                 remaining = answers[0].totalitems - page_size
