@@ -96,32 +96,8 @@ class CommittedIds:
         )
         del ranges[first + 1 : last]
 
-    def add(self, record_id: int, start_ms: int) -> None:
-        ranges = self.ranges
-        if ranges and ranges[-1].high + 1 == record_id:  # the common case: the next id
-            ranges[-1].high = record_id
-            ranges[-1].committed_at_ms = max(ranges[-1].committed_at_ms, start_ms)
-            return
-        index = bisect_right(ranges, record_id, key=_low) - 1
-        if index >= 0 and ranges[index].high >= record_id:
-            return
-        joins_left = index >= 0 and ranges[index].high + 1 == record_id
-        right = index + 1
-        joins_right = right < len(ranges) and ranges[right].low - 1 == record_id
-        if joins_left and joins_right:
-            left_range, right_range = ranges[index], ranges.pop(right)
-            left_range.high = right_range.high
-            left_range.committed_at_ms = max(
-                left_range.committed_at_ms, right_range.committed_at_ms, start_ms
-            )
-        elif joins_left:
-            ranges[index].high = record_id
-            ranges[index].committed_at_ms = max(ranges[index].committed_at_ms, start_ms)
-        elif joins_right:
-            ranges[right].low = record_id
-            ranges[right].committed_at_ms = max(ranges[right].committed_at_ms, start_ms)
-        else:
-            ranges.insert(right, IdRange(record_id, record_id, start_ms))
+    def add(self, record_id: int, committed_at_ms: int) -> None:
+        self._add_run(record_id, record_id, committed_at_ms)
 
     def forget_before(self, horizon_ms: int) -> int:
         """Drop ranges last committed before the horizon; return how many."""
