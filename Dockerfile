@@ -4,10 +4,11 @@
 # dependency ships a manylinux wheel: confluent-kafka with librdkafka, fastavro, orjson; the
 # project's own bill writer is compiled with mypyc, see setup.py, which is why this stage uses the
 # full Python image, with gcc), and the final stage copies only that environment onto the slim
-# image of the same Python. No compiler, pip cache or source tree reaches the final image. It runs as an unprivileged numeric user, so Kubernetes'
-# runAsNonRoot can verify it, and works with a read-only root filesystem (/tmp is the only place
-# it writes, and Python writes no bytecode at run time). There is no HEALTHCHECK: Kubernetes
-# probes /livez and /readyz (see deploy/helm/cdr-connector).
+# image of the same Python. No compiler, pip cache or source tree reaches the final image. It
+# runs as an unprivileged numeric user, so Kubernetes' runAsNonRoot can verify it, and works with
+# a read-only root filesystem (/tmp is the only place it writes, and Python writes no bytecode at
+# run time). There is no HEALTHCHECK: Kubernetes probes /livez and /readyz (see
+# deploy/helm/cdr-connector).
 #
 #   docker build -t cdr-connector .
 #   docker run --rm cdr-connector --help
