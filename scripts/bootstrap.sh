@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates (or reuses) .venv and installs the project with its dev extra; reinstalls only when
 # pyproject.toml, setup.py or the compiled module's source changed (an editable install keeps
-# the mypyc-built bill_writer next to its source, and a stale build would shadow an edit). Everything the tests need is installed from here, nothing by hand.
+# the mypyc-built bill_writer next to its source, and a stale build would shadow an edit).
+# Everything the tests need is installed from here, nothing by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +17,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.cdr-connector-installed
 want=$(cat pyproject.toml setup.py cdr_connector/bill_writer.py | sha256sum | cut -d' ' -f1)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+# A checkout may rewrite the source with the same content: an extension older than it is
+# rebuilt too, as the writer's tests require.
+stale=$(find cdr_connector -maxdepth 1 -name 'bill_writer.*.so' ! -newer cdr_connector/bill_writer.py)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ -n "$stale" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   # The build's own warnings (setuptools on editable installs) only matter when it fails.
   if ! .venv/bin/python -m pip install --quiet -e '.[dev]' >.venv/install.log 2>&1; then
