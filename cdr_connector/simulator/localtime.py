@@ -15,14 +15,35 @@ _SLOT = 900
 
 class LocalTime:
     """Converts unix seconds to the PBX's local text and back. Formatting is on the hot path
-    of every page (three times per bill), so offsets and dates are cached."""
+    of every page (three times per bill, and a page's calls end within minutes of each other),
+    so the texts themselves are memoised, and offsets and dates behind them."""
 
     def __init__(self, zone: zoneinfo.ZoneInfo) -> None:
         self.zone = zone
         self._offsets: dict[int, int] = {}
         self._dates: dict[int, str] = {}
+        self._texts: dict[int, str] = {}
+        self._stamps: dict[int, str] = {}
 
     def format(self, unix: int) -> str:
+        text = self._texts.get(unix)
+        if text is None:
+            text = _remember(self._texts, unix, self._format(unix))
+        return text
+
+    def stamp(self, unix: int) -> str:
+        """`yyyymmddhhmmss`, as recording file names carry the call's start."""
+        stamp = self._stamps.get(unix)
+        if stamp is None:
+            text = self.format(unix)
+            stamp = _remember(
+                self._stamps,
+                unix,
+                f"{text[:4]}{text[5:7]}{text[8:10]}{text[11:13]}{text[14:16]}{text[17:19]}",
+            )
+        return stamp
+
+    def _format(self, unix: int) -> str:
         slot = unix // _SLOT
         offset = self._offsets.get(slot)
         if offset is None:
@@ -51,6 +72,16 @@ class LocalTime:
         return offset
 
 
+def _remember(memo: dict[int, str], unix: int, text: str) -> str:
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    memo[unix] = text
+    return text
+
+
+# Seconds memoised per kind of text (about 10 MB at most): a day's worth of distinct seconds
+# would be 86,400; live traffic keeps only the last minutes warm.
+_MEMO_LIMIT = 1 << 17
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 # "hh:mm:ss" of every second of a day (5 MB): one index instead of three divisions per time.
 _CLOCK_FACES = tuple(

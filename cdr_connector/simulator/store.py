@@ -28,16 +28,14 @@ from typing import Any
 
 from cdr_connector.simulator import generator as g
 from cdr_connector.simulator.localtime import LocalTime
-from cdr_connector.simulator.poison import Bill, poison
+from cdr_connector.simulator.poison import Bill
+from cdr_connector.simulator.render import FIRST_ID, RAW, BillRenderer, PageRows
 
-FIRST_ID = 1
 _BLOCK_BITS = 10
 _BLOCK = 1 << _BLOCK_BITS
-_RAW = 255  # the SHAPE of an injected bill
 _CHUNK = 65_536  # rows per bulk append, to bound the memory of a large preload
 _RECORDING = re.compile(r"[0-9]{8}/[0-9]{14}-[^/]+-([0-9]{1,18})\.wav")
-_DIRECTIONS = {g.CALLIN: "callin", g.CALLOUT: "callout"}
-_DIRECTION_CODES = {name: code for code, name in _DIRECTIONS.items()}
+_DIRECTION_CODES = {"callin": g.CALLIN, "callout": g.CALLOUT}
 
 
 @dataclass(frozen=True)
@@ -110,9 +108,8 @@ class _Matcher:
 class RecordStore:
     def __init__(self, pools: g.Pools, local_time: LocalTime, download_ip: str) -> None:
         self._pools = pools
-        self._strings = pools.vocabulary.strings
         self._local_time = local_time
-        self._download_ip = download_ip
+        self._renderer = BillRenderer(pools.vocabulary.strings, local_time, download_ip)
         self._columns: list[array[int]] = [array("i") for _ in range(g.ROW_WIDTH)]
         self._columns[g.START] = array("q")
         self._queried = bytearray()
@@ -156,7 +153,7 @@ class RecordStore:
             for column, values in zip(self._columns, fields, strict=True):
                 column.extend(values)
             shapes = fields[g.SHAPE]
-            self.poisoned += len(shapes) - shapes.count(g.WELL_FORMED) - shapes.count(_RAW)
+            self.poisoned += len(shapes) - shapes.count(g.WELL_FORMED) - shapes.count(RAW)
             self._queried.extend(bytes(len(chunk)))
             self._unqueried += len(chunk)
             self._update_blocks(len(self) - len(chunk), len(self))
@@ -175,7 +172,7 @@ class RecordStore:
             self._raw_recordings.add(recording)
         placeholder = [0] * g.ROW_WIDTH
         placeholder[g.START] = start or 0
-        placeholder[g.SHAPE] = _RAW
+        placeholder[g.SHAPE] = RAW
         self.extend([tuple(placeholder)])
         self._block_raw[position >> _BLOCK_BITS] += 1
         return position + FIRST_ID
@@ -202,17 +199,21 @@ class RecordStore:
         skip = (query.page - 1) * query.per_page
         total = 0
         page: list[int] = []
-        first_block = self._open_block() if query.syncflag == 1 else 0
-        for block in range(first_block, len(self._block_min)):
+        first = self._open_block() if query.syncflag == 1 else 0
+        rest = len(self._block_min)  # the first block past the page
+        for block in range(first, rest):
+            if not skip and len(page) == query.per_page:
+                rest = block
+                break
             count = self._count(block, query.syncflag)
             if count == 0:
                 continue
             coverage = self._coverage(block, matcher)
             if coverage == _OUTSIDE:
                 continue
-            if coverage == _INSIDE and (skip >= count or len(page) == query.per_page):
+            if coverage == _INSIDE and skip >= count:
                 total += count
-                skip -= min(skip, count)
+                skip -= count
                 continue
             matches = self._scan(block, matcher)
             total += len(matches)
@@ -221,7 +222,29 @@ class RecordStore:
                 continue
             page.extend(matches[skip : skip + query.per_page - len(page)])
             skip = 0
-        return Selection(total, page)
+        return Selection(total + self._count_from(rest, matcher), page)
+
+    def _count_from(self, first: int, matcher: _Matcher) -> int:
+        """How many records of the blocks from `first` on match. This is the part of every
+        page past the page itself, hence one pass over the per-block arrays: only blocks that
+        straddle the window (or hold raw bills, or are under other filters) are scanned."""
+        query = matcher.query
+        low, high, syncflag = query.start, query.end, query.syncflag
+        impossible, filtered = matcher.impossible, matcher.filtered
+        total = 0
+        per_block = zip(*(column[first:] for column in self._per_block), strict=True)
+        for block, (least, most, unqueried, raw) in enumerate(per_block, first):
+            if syncflag == 1 and not unqueried:
+                continue
+            if raw:
+                total += len(self._scan(block, matcher))
+            elif impossible or most < low or least > high:
+                continue
+            elif low <= least and most <= high and not filtered:
+                total += unqueried if syncflag == 1 else self._count(block, syncflag)
+            else:
+                total += len(self._scan(block, matcher))
+        return total
 
     def mark(self, positions: Iterable[int]) -> int:
         """Mark records as queried; returns how many were not yet."""
@@ -292,8 +315,8 @@ class RecordStore:
         raw: list[int] = []
         if self._block_raw[block]:
             shapes, bills = self._columns[g.SHAPE], self._raw
-            raw = [p for p in candidates if shapes[p] == _RAW and _raw_matches(bills[p], query)]
-            candidates = [p for p in candidates if shapes[p] != _RAW]
+            raw = [p for p in candidates if shapes[p] == RAW and _raw_matches(bills[p], query)]
+            candidates = [p for p in candidates if shapes[p] != RAW]
         if matcher.impossible:
             return raw
         starts, low, high = self._columns[g.START], query.start, query.end
@@ -327,50 +350,27 @@ class RecordStore:
 
     # --- rendering ----------------------------------------------------------------------
 
-    def render(self, positions: Iterable[int]) -> list[Bill]:
-        """The bills as GetBill serves them. This is the hot path of every page, hence the
-        columns bound to locals."""
-        (start_, duration_, billsec_, ext_, dest_, display_, direction_, method_, userid_,
-         memberid_, chengshudu_, customuuid_, hangupdirection_, hangupcause_, userkey_,
-         shape_) = self._columns  # fmt: skip
-        strings, fmt, ip = self._strings, self._local_time.format, self._download_ip
-        bills: list[Bill] = []
-        for position in positions:
-            shape = shape_[position]
-            if shape == _RAW:
-                bills.append(self._raw[position].bill)
-                continue
-            start = start_[position]
-            billsec = billsec_[position]
-            end = start + duration_[position]
-            starttime = fmt(start)
-            ext = strings[ext_[position]]
-            bill: Bill = {
-                "id": position + FIRST_ID,
-                "extnumber": ext,
-                "destnumber": strings[dest_[position]],
-                "displaynumber": strings[display_[position]],
-                "starttime": starttime,
-                "answertime": fmt(end - billsec) if billsec else None,
-                "endtime": fmt(end),
-                "duration": duration_[position],
-                "billsec": billsec,
-                "direction": _DIRECTIONS[direction_[position]],
-                "callmethod": method_[position],
-                "userid": strings[userid_[position]],
-                "memberid": strings[memberid_[position]],
-                "chengshudu": strings[chengshudu_[position]],
-                "customuuid": strings[customuuid_[position]],
-                "recordfilename": _recordfilename(position, starttime, ext) if billsec else "",
-                "downloadip": ip if billsec else "",
-                "hangupdirection": hangupdirection_[position],
-                "hangupcause": hangupcause_[position],
-                "userkey": strings[userkey_[position]],
-            }
-            if shape:
-                poison(bill, shape)
-            bills.append(bill)
-        return bills
+    def rows(self, positions: Sequence[int]) -> PageRows:
+        """The records at `positions` (in increasing order, as `select` gives them) copied out
+        of the columns. A page of consecutive records (the usual case) is one slice per
+        column."""
+        columns = self._columns
+        if positions and positions[-1] - positions[0] == len(positions) - 1:
+            low, high = positions[0], positions[-1] + 1
+            copies = tuple(column[low:high] for column in columns)
+        else:
+            copies = tuple(
+                array(column.typecode, [column[p] for p in positions]) for column in columns
+            )
+        shapes = copies[g.SHAPE]
+        raw = {
+            p: self._raw[p].bill for p, shape in zip(positions, shapes, strict=True) if shape == RAW
+        }
+        return PageRows(array("q", positions), copies, raw)
+
+    def render(self, positions: Sequence[int]) -> list[Bill]:
+        """The bills at `positions` (in increasing order) as GetBill serves them."""
+        return self._renderer.render(self.rows(positions))
 
     def render_from(self, after_id: int, limit: int) -> list[Bill]:
         """Up to `limit` bills with ids above `after_id`, in id order."""
@@ -384,7 +384,7 @@ class RecordStore:
         if found is None:
             return False
         position = int(found[1]) - FIRST_ID
-        if not 0 <= position < len(self) or self._columns[g.SHAPE][position] == _RAW:
+        if not 0 <= position < len(self) or self._columns[g.SHAPE][position] == RAW:
             return False
         if not self._columns[g.BILLSEC][position]:
             return False
@@ -392,11 +392,6 @@ class RecordStore:
 
 
 _OUTSIDE, _PARTLY, _INSIDE = range(3)
-
-
-def _recordfilename(position: int, starttime: str, ext: str) -> str:
-    stamp = starttime.replace("-", "").replace(":", "").replace(" ", "")
-    return f"{stamp[:8]}/{stamp}-{ext or 'ivr'}-{position + FIRST_ID}.wav"
 
 
 def _take(iterator: Iterator[g.Row], count: int) -> list[g.Row]:

@@ -122,3 +122,17 @@ def test_windows_ending_exactly_at_a_block_edge() -> None:
             query = BillQuery(start=low, end=high, per_page=1000)
             expected = plain_select(bills, starts, set(), query)
             assert store.select(query) == Selection(len(expected), expected[:1000])
+
+
+def test_a_page_with_gaps_renders_the_same_bills_as_the_whole_store() -> None:
+    """A page is usually consecutive records, copied out of the columns one slice each; one
+    with gaps, as concurrent readers or a competitor leave it, is gathered record by record
+    and must render the same bills, injected ones included."""
+    rng = random.Random(11)
+    store, _ = build_store(rng)
+    everything = store.render(range(len(store)))
+    injected = sorted(store._raw)
+    scattered = sorted({*rng.sample(range(len(store)), 300), *injected})
+    assert scattered[-1] - scattered[0] != len(scattered) - 1  # not one slice
+    assert store.render(scattered) == [everything[position] for position in scattered]
+    assert [store.render([p])[0] for p in injected] == [store._raw[p].bill for p in injected]
