@@ -122,8 +122,15 @@ def drain(
         },
         "peak_rss_mb": peak_kb / 1024,
         "rss_at_end_mb": rss_kb / 1024,
+        # Requests over the whole run (login included), for the time a round spends waiting.
+        "api_request_mean_ms": _mean_ms(samples, "cdr_connector_api_request_duration_seconds"),
         "exit_code": exit_code,
     }
+
+
+def _mean_ms(samples: dict[str, float], histogram: str) -> float:
+    count = samples.get(f"{histogram}_count", 0.0)
+    return samples.get(f"{histogram}_sum", 0.0) / count * 1000 if count else 0.0
 
 
 def _start_py_spy(pid: int, output: Path) -> subprocess.Popen[bytes]:
