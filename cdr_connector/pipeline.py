@@ -237,6 +237,7 @@ class Pipeline:
             if batch.backlog is not None:
                 metrics.API_BACKLOG.labels(self._source).set(batch.backlog)
             await queue.put(batch)
+            del batch  # the committer's is the last reference (see Poller.live_cycle)
             if self._stop.is_set():
                 return
 
@@ -391,6 +392,10 @@ class Pipeline:
     async def _commit_loop(self, queue: asyncio.Queue[FetchedBatch | None]) -> None:
         while (batch := await queue.get()) is not None:
             await self._commit_batch(batch)
+            # Free the round's bills now, while the next round is in flight; kept until the
+            # next batch arrives, freeing them (about 4 ms for 8000 bills) would delay the
+            # requests of the round after it.
+            del batch
 
     async def _commit_batch(self, batch: FetchedBatch) -> CommitSummary:
         started = self._clock.monotonic()
@@ -423,10 +428,11 @@ class Pipeline:
         good: list[EncodedRecord] = []
         dead: list[OutgoingMessage] = []
         new_ids: list[int] = []
-        for position, bill in enumerate(batch.bills, 1):
+        for position, bill in enumerate(batch.bills):
             if position % _BILLS_BETWEEN_YIELDS == 0:
-                # Let the next round's requests go out while a large batch converts; nothing
-                # else touches the state meanwhile (there is one committer).
+                # Let the next round's requests go out while a large batch converts, the first
+                # time before any bill: they were created just before this batch arrived.
+                # Nothing else touches the state meanwhile (there is one committer).
                 await asyncio.sleep(0)
             record_id = bill_id(bill)
             if record_id is not None:

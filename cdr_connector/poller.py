@@ -102,24 +102,29 @@ class Poller:
             pages = list(range(next_page, next_page + count)) if paging else [1] * count
             queries = [self._query(start, end, 1, page) for page in pages]
             answers = await self._fetch_round(queries, "live")
-            batch = FetchedBatch(
-                "live", _bills_of(answers), self._now_ms(), min(a.totalitems for a in answers)
-            )
+            totals = [answer.totalitems for answer in answers]
+            unseen = min(answer.totalitems - len(answer.bills) for answer in answers)
+            batch = FetchedBatch("live", _bills_of(answers), self._now_ms(), min(totals))
+            ids = set(map(bill_id, batch.bills))  # a loop in C: this sees every bill
+            ids.discard(None)
+            # No reference to this round's bills stays here while the next round is fetched:
+            # the committer frees them after their commit, in the wait for the next answers,
+            # rather than just as the next round's requests are due to leave.
+            del answers
             yield batch
             if not batch.bills:
                 return
-            ids = set(map(bill_id, batch.bills))  # a loop in C: this sees every bill
-            ids.discard(None)
+            del batch
             if not paging and ids and ids <= previous_ids:
                 paging, next_page = True, 2
-                remaining = answers[0].totalitems - page_size
+                remaining = totals[0] - page_size
                 continue
             previous_ids = ids
             if paging:
                 next_page += count
-                remaining = min(a.totalitems for a in answers) - (next_page - 1) * page_size
+                remaining = min(totals) - (next_page - 1) * page_size
             else:
-                remaining = min(a.totalitems - len(a.bills) for a in answers)
+                remaining = unseen
 
     async def listing(
         self, start: datetime, end: datetime, syncflag: Literal[2, 3], mode: FetchMode

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -314,3 +315,65 @@ async def test_a_failed_live_request_is_swept_at_once_not_at_the_next_periodic_s
     records = [decode(m.value) for m in sink.on("cdr.calls")]
     assert sorted(r["id"] for r in records) == list(range(1, 31)), "each record exactly once"
     assert {r["id"] for r in records if r["fetch_mode"] == "sweep"} == set(range(11, 21))
+
+
+class TrackedBill(dict[str, Any]):
+    """A bill that can be watched with a weak reference, to see when it is freed."""
+
+
+class HeldVendor(FakeVendor):
+    """Serves the first syncflag=1 round, then holds the next one until `release` is set."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(count)
+        self.rounds = 0
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
+        self.served: list[weakref.ref[TrackedBill]] = []
+        self.render = self._tracked
+
+    def _tracked(self, record_id: int) -> TrackedBill:
+        tracked = TrackedBill(bill(record_id))
+        self.served.append(weakref.ref(tracked))
+        return tracked
+
+    async def get_bills(self, query: BillQuery) -> BillPage:
+        if query.syncflag == 1:
+            self.rounds += 1
+            if self.rounds == 2:
+                self.held.set()
+                await self.release.wait()
+        return await super().get_bills(query)
+
+
+async def test_a_rounds_bills_are_freed_after_its_commit_while_the_next_round_is_fetched() -> None:
+    """Freeing thousands of bills takes milliseconds: done when the next round is due, it
+    would hold back that round's requests (bench/README.md, finding 5)."""
+    sink = FakeSink()
+    settings = Settings(
+        source={"name": SOURCE, "appid": "a", "accesskey": "k"},
+        poll={"page_size": 10, "concurrency": 1, "interval_seconds": 0.01},
+    )  # type: ignore[arg-type]
+    vendor = HeldVendor(20)
+    pipeline = Pipeline(
+        settings, Poller(vendor, settings.source, settings.poll, SystemClock()), sink,
+        SingleObjectEncoder(), SystemClock(), state_reader=lambda _settings, _key: None,
+    )  # fmt: skip
+    task = asyncio.create_task(pipeline.run())
+    try:
+        async with asyncio.timeout(5):
+            await vendor.held.wait()
+            while len(sink.on("cdr.calls")) < 10:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # the committer's turn after its commit
+            first_round = vendor.served[:10]
+            assert len(first_round) == 10
+            assert [ref() for ref in first_round] == [None] * 10, "still referenced"
+            vendor.release.set()
+            while len(sink.on("cdr.calls")) < 20:
+                await asyncio.sleep(0.01)
+    finally:
+        vendor.release.set()
+        pipeline.request_stop()
+        await asyncio.wait_for(task, 5)
+    assert [decode(m.value)["id"] for m in sink.on("cdr.calls")] == list(range(1, 21))
