@@ -113,7 +113,12 @@ def main() -> int:
         results["figures"] = {
             k: v for k, v in previous.get("figures", {}).items() if _part_of(k) not in parts
         }
-        results["kept_from"] = previous.get("started")
+        # When and how each kept part was measured, for the README's header.
+        earlier = previous.get("provenance", {})
+        results["provenance"] = {
+            part: earlier.get(part, _provenance(previous))
+            for part in {_part_of(name) for name in results["figures"]}
+        }
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     if args.source_dir is not None:
         use_source(args.source_dir.resolve())
@@ -138,6 +143,8 @@ def main() -> int:
     finally:
         broker.stop()
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    provenance = results.setdefault("provenance", {})
+    provenance.update({part: _provenance(results) for part in parts})
     args.results.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     if not args.no_readme:
         write_readme(results)
@@ -149,6 +156,18 @@ Measure = Callable[[], dict[str, Any]]
 
 def _part_of(name: str) -> str:
     return name.split(":", 1)[0]
+
+
+def _provenance(results: dict[str, Any]) -> dict[str, Any]:
+    """When, with which options and on which code a results file's own parts were measured."""
+    options = results.get("options", {})
+    return {
+        "started": results.get("started", "?"),
+        "finished": results.get("finished", "?"),
+        "runs": options.get("runs", "?"),
+        "parts": options.get("parts", "?"),
+        "source": results.get("source", "?"),
+    }
 
 
 def _measures(

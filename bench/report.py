@@ -331,10 +331,7 @@ def section(results: dict[str, Any]) -> str:
         BEGIN,
         "## Figures",
         "",
-        f"Measured {results['started'][:10]} ({results['started'][11:]} to "
-        f"{results.get('finished', '?')[11:]}) by `.venv/bin/python -m bench "
-        f"--runs {results['options'].get('runs', '?')}` on cdr_connector at "
-        f"`{results.get('source', '?')}`: median of the runs, every part of a run "
+        f"Measured {_measured(results)}: median of the runs, every part of a run "
         "on the same machine in the same hour. Machine: " + machine() + ". The simulator, the "
         "broker and the connector (or the naive client) share its cores; `load` is the 1-minute "
         f"load average when each figure was taken (2 cores: above 2 means busy).{soak_note}",
@@ -347,6 +344,25 @@ def section(results: dict[str, Any]) -> str:
         END,
     ]
     return "\n".join(lines)
+
+
+def _measured(results: dict[str, Any]) -> str:
+    """When and how, one clause per separate bench command whose figures are in `results`."""
+    provenance = results.get("provenance") or {"all": {
+        "started": results["started"], "finished": results.get("finished", "?"),
+        "runs": results["options"].get("runs", "?"), "parts": "all",
+        "source": results.get("source", "?"),
+    }}  # fmt: skip
+    commands: dict[tuple[str, ...], list[str]] = {}
+    for part, origin in provenance.items():
+        key = tuple(str(origin[k]) for k in ("started", "finished", "runs", "parts", "source"))
+        commands.setdefault(key, []).append(part)
+    clauses = [
+        f"{started[:10]} ({started[11:]} to {finished[11:]}) by `.venv/bin/python -m bench "
+        f"--runs {runs} --parts {parts}` on cdr_connector at `{source}`"
+        for (started, finished, runs, parts, source) in sorted(commands)
+    ]
+    return "; ".join(clauses)
 
 
 def write_readme(results: dict[str, Any]) -> None:
