@@ -285,9 +285,8 @@ def _produce_batch(producer: Any, messages: list[Any]) -> None:
     for m in messages:
         while True:
             try:
-                producer.produce(
-                    m.topic, m.value, m.key, headers=m.headers, timestamp=m.timestamp_ms
-                )
+                # Positional, as the connector's sink calls it (finding 14).
+                producer.produce(m.topic, m.value, m.key, -1, None, None, m.timestamp_ms, m.headers)
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -392,11 +391,7 @@ def _loop(
             while True:
                 try:
                     producer.produce(
-                        topic,
-                        record.value,
-                        record.key,
-                        headers=headers,
-                        timestamp=record.endtime,
+                        topic, record.value, record.key, -1, None, None, record.endtime, headers
                     )
                     break
                 except BufferError:
