@@ -18,7 +18,7 @@ from cdr_connector.simulator.poison import Bill, poison
 
 FIRST_ID = 1  # a record's id is its position plus one
 RAW = 255  # the SHAPE of an injected bill
-_DIRECTIONS = {g.CALLIN: "callin", g.CALLOUT: "callout"}
+DIRECTIONS = {g.CALLIN: "callin", g.CALLOUT: "callout"}  # stored code -> served text
 
 
 @dataclass(frozen=True)
@@ -62,13 +62,13 @@ class BillRenderer:
                 "endtime": fmt(end),
                 "duration": duration,
                 "billsec": billsec,
-                "direction": _DIRECTIONS[direction],
+                "direction": DIRECTIONS[direction],
                 "callmethod": method,
                 "userid": strings[userid],
                 "memberid": strings[memberid],
                 "chengshudu": strings[chengshudu],
                 "customuuid": strings[customuuid],
-                "recordfilename": recordfilename(position, stamp(start), ext) if billsec else "",
+                "recordfilename": _recordfilename(position, stamp(start), ext) if billsec else "",
                 "downloadip": ip if billsec else "",
                 "hangupdirection": hangupdirection,
                 "hangupcause": hangupcause,
@@ -80,5 +80,5 @@ class BillRenderer:
         return bills
 
 
-def recordfilename(position: int, stamp: str, ext: str) -> str:
+def _recordfilename(position: int, stamp: str, ext: str) -> str:
     return f"{stamp[:8]}/{stamp}-{ext or 'ivr'}-{position + FIRST_ID}.wav"

@@ -29,13 +29,13 @@ from typing import Any
 from cdr_connector.simulator import generator as g
 from cdr_connector.simulator.localtime import LocalTime
 from cdr_connector.simulator.poison import Bill
-from cdr_connector.simulator.render import FIRST_ID, RAW, BillRenderer, PageRows
+from cdr_connector.simulator.render import DIRECTIONS, FIRST_ID, RAW, BillRenderer, PageRows
 
 _BLOCK_BITS = 10
 _BLOCK = 1 << _BLOCK_BITS
 _CHUNK = 65_536  # rows per bulk append, to bound the memory of a large preload
 _RECORDING = re.compile(r"[0-9]{8}/[0-9]{14}-[^/]+-([0-9]{1,18})\.wav")
-_DIRECTION_CODES = {"callin": g.CALLIN, "callout": g.CALLOUT}
+_DIRECTION_CODES = {name: code for code, name in DIRECTIONS.items()}
 
 
 @dataclass(frozen=True)
