@@ -8,7 +8,8 @@ Parts (in this order within each run, so every part of one run shares the machin
   stages     (a) fetch + parse, (b) normalise + encode on one core, (c) produce pre-encoded
              messages, and the plain single-threaded loop over pre-fetched pages
   e2e        the connector process draining a 1,000,000-record backlog: no added latency at
-             concurrency 4, 200 ms per page at concurrency 4 and 8
+             concurrency 4 (and again with transactions switched off, bench/untransacted.py),
+             200 ms per page at concurrency 4 and 8
   naive      the hand-written client on the same backlog, without and with 200 ms per page
   freshness  live traffic (500 calls/s): end-to-end latency from the connector's histogram
   soak       opt-in (--soak-seconds): RSS every 10 s under live traffic, and its trend
@@ -189,10 +190,13 @@ def _measures(
             ("stages:loop", _stage("loop", *kafka, "--pages", "200")),
         ]
     if part == "e2e":
-        return [
+        drains = [
             (f"e2e:{ms}ms_c{c}", _drain(bootstrap, backlog, ms, c, profile(f"e2e-{ms}ms-c{c}")))
             for ms, c in ((0, 4), (200, 4), (200, 8))
         ]
+        # Right after the transactional drain it is compared with, on the same machine state.
+        untransacted = _drain(bootstrap, backlog, 0, 4, None, transactions=False)
+        return [drains[0], ("e2e:0ms_c4_untransacted", untransacted), *drains[1:]]
     if part == "naive":
         return [
             ("naive:0ms", lambda: e2e.naive(bootstrap, backlog, latency_ms=0, max_seconds=3600)),
@@ -235,10 +239,21 @@ def _fresh(bootstrap: str, rate: float, interval: float, seconds: float, inject:
 
 
 def _drain(
-    bootstrap: str, backlog: int, ms: int, concurrency: int, profile: Path | None
+    bootstrap: str,
+    backlog: int,
+    ms: int,
+    concurrency: int,
+    profile: Path | None,
+    *,
+    transactions: bool = True,
 ) -> Measure:
     return lambda: e2e.drain(
-        bootstrap, backlog, latency_ms=ms, concurrency=concurrency, profile=profile
+        bootstrap,
+        backlog,
+        latency_ms=ms,
+        concurrency=concurrency,
+        profile=profile,
+        transactions=transactions,
     )
 
 

@@ -278,16 +278,17 @@ def connector_env(
 
 
 class Connector:
-    """`python -m cdr_connector run` as a child process, its log under bench/.out/logs."""
+    """`python -m cdr_connector run` as a child process, its log under bench/.out/logs;
+    `module` bench.untransacted runs it with transactions switched off."""
 
-    def __init__(self, name: str, env: dict[str, str]) -> None:
+    def __init__(self, name: str, env: dict[str, str], module: str = "cdr_connector") -> None:
         self.port = int(env["CDR_HTTP__PORT"])
         self.source = env["CDR_SOURCE__NAME"]
         self.log_path = OUT_DIR / "logs" / f"{name}.connector.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cdr_connector", "run"],
+                [sys.executable, "-m", module, "run"],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

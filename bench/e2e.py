@@ -57,15 +57,20 @@ def drain(
     concurrency: int,
     profile: Path | None = None,
     timeout: float = 1200.0,
+    transactions: bool = True,
 ) -> dict[str, Any]:
-    """Records/s, CPU per record and peak RSS of the connector draining `backlog` records."""
-    source = _source(f"drain{int(latency_ms)}c{concurrency}")
+    """Records/s, CPU per record and peak RSS of the connector draining `backlog` records;
+    without `transactions`, the same connector with a flush where each commit was."""
+    kind = f"drain{int(latency_ms)}c{concurrency}" + ("" if transactions else "notx")
+    source = _source(kind)
     load = load_average()
     with simulator(source, backlog=backlog, latency_ms=latency_ms) as sim:
         env = connector_env(
             bootstrap, sim.url, source, free_port(), CDR_POLL__CONCURRENCY=str(concurrency)
         )
-        connector = Connector(source, env)
+        connector = Connector(
+            source, env, "cdr_connector" if transactions else "bench.untransacted"
+        )
         spy: subprocess.Popen[bytes] | None = None
         try:
             connector.wait_metrics()

@@ -106,6 +106,14 @@ def targets(m: dict[str, dict[str, float]]) -> list[str]:
         f"{_fmt(e2e0)} / {_fmt(loop)} = {_fmt(r and r * 100, '%')}",
         None if r is None else r >= 0.8,
     )
+    untransacted = _get(m, "e2e:0ms_c4_untransacted", "steady_records_per_s")
+    r = _ratio(e2e0, untransacted)
+    add(
+        "exactly-once >= 90% of transactions off: end to end (0 ms, steady), the connector / "
+        "the same connector with a flush where each commit was",
+        f"{_fmt(e2e0)} / {_fmt(untransacted)} = {_fmt(r and r * 100, '%')}",
+        None if r is None else r >= 0.9,
+    )
     r = _ratio(_get(m, "stages:loop", "transactional.records_per_s"), loop)
     add(
         "exactly-once >= 90% of transactions off: the loop, transactional / plain",
@@ -285,6 +293,20 @@ _FIGURES: tuple[tuple[str, str, str, str, int], ...] = (
             ("peak RSS", "peak_rss_mb", " MB", 0),
             ("the simulator's CPU per record", "simulator_cpu_us_per_record", " µs", 1),
         )
+    ),
+    (
+        "e2e:0ms_c4_untransacted",
+        "end to end, 0 ms/page, concurrency 4, transactions switched off: steady",
+        "steady_records_per_s",
+        " records/s",
+        0,
+    ),
+    (
+        "e2e:0ms_c4_untransacted",
+        "end to end, 0 ms/page, concurrency 4, transactions switched off: CPU per record",
+        "cpu_us_per_record",
+        " µs",
+        1,
     ),
     ("naive:0ms", "naive client, 0 ms/page", "records_per_s", " records/s", 0),
     ("naive:0ms", "naive client, 0 ms/page: CPU per record", "cpu_us_per_record", " µs", 1),
