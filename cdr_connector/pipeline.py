@@ -17,8 +17,9 @@ in order. For each batch the committer:
   5. commits the transaction. On a retryable failure the same messages are produced again in
      a new transaction until it commits; the state was already updated in memory and is the
      one the messages carry, so nothing is counted twice.
-The queue holds at most two batches, so a Kafka outage stops the fetching of further records
-(which the server would consider delivered) within one round.
+Batches that queued up while a transaction committed are converted one after another, in order,
+and share the next transaction. The queue holds at most two batches, so a Kafka outage stops
+the fetching of further records (which the server would consider delivered) within a few rounds.
 
 Duplicate removal happens in the committer, not the fetcher, because only there is the set of
 committed ids certain: a sweep and the live stream may fetch the same record, and whichever
@@ -122,6 +123,29 @@ class CommitSummary:
     records: list[EncodedRecord] = field(default_factory=list)
     dead_letter_start_ms: list[int] = field(default_factory=list)
     dead_letter_stages: list[str] = field(default_factory=list)
+
+
+async def _next_batches(
+    queue: asyncio.Queue[FetchedBatch | None],
+) -> tuple[list[FetchedBatch], bool]:
+    """The next batch and every batch already queued behind it (the queue holds two), up to
+    the queue's end (None): the batches and whether the end was reached.
+
+    Batches that arrived while the previous transaction committed share the next one, so at full
+    speed a commit's broker round trips are paid once per several rounds (bench/README.md,
+    finding 15); when the connector keeps up, the queue is empty and each batch commits alone,
+    without waiting for another.
+    """
+    first = await queue.get()
+    if first is None:
+        return [], True
+    batches = [first]
+    while not queue.empty():
+        batch = queue.get_nowait()
+        if batch is None:
+            return batches, True
+        batches.append(batch)
+    return batches, False
 
 
 def _too_large(value: bytes, limit: int) -> RecordError:
@@ -390,24 +414,40 @@ class Pipeline:
     # --- committing -------------------------------------------------------------------------
 
     async def _commit_loop(self, queue: asyncio.Queue[FetchedBatch | None]) -> None:
-        while (batch := await queue.get()) is not None:
-            await self._commit_batch(batch)
-            # Free the round's bills now, while the next round is in flight; kept until the
+        ended = False
+        while not ended:
+            batches, ended = await _next_batches(queue)
+            if batches:
+                await self._commit_batches(batches)
+            # Free the rounds' bills now, while the next round is in flight; kept until the
             # next batch arrives, freeing them (about 4 ms for 8000 bills) would delay the
             # requests of the round after it.
-            del batch
+            del batches
 
     async def _commit_batch(self, batch: FetchedBatch) -> CommitSummary:
+        (summary,) = await self._commit_batches([batch])
+        return summary
+
+    async def _commit_batches(self, batches: list[FetchedBatch]) -> list[CommitSummary]:
+        """Convert `batches` in order and commit them in one transaction. Each batch's
+        messages end with the state after it, so the last one is the state after all."""
         started = self._clock.monotonic()
-        summary, messages = await self._convert(batch)
+        summaries: list[CommitSummary] = []
+        messages: list[OutgoingMessage] = []
+        for batch in batches:
+            summary, batch_messages = await self._convert(batch)
+            summaries.append(summary)
+            messages += batch_messages
         if messages:
             await self._commit_until_done(messages)
-        self._after_commit(batch, summary)
-        if batch.mode != "live":
-            metrics.POLL_CYCLE_DURATION.labels(self._source, batch.mode).observe(
-                self._clock.monotonic() - started
-            )
-        return summary
+        ended = self._clock.monotonic()
+        for batch, summary in zip(batches, summaries, strict=True):
+            self._after_commit(batch, summary)
+            if batch.mode != "live":
+                metrics.POLL_CYCLE_DURATION.labels(self._source, batch.mode).observe(
+                    ended - started
+                )
+        return summaries
 
     async def _convert(self, batch: FetchedBatch) -> tuple[CommitSummary, list[OutgoingMessage]]:
         summary = CommitSummary()

@@ -132,6 +132,64 @@ async def test_a_batch_of_only_duplicates_commits_nothing() -> None:
     assert len(sink.transactions) == 1
 
 
+class GatedSink(FakeSink):
+    """Holds every commit until `gate` is set; `committing` tells that one has begun."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.committing = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def commit(self, messages: Sequence[OutgoingMessage]) -> None:
+        self.committing.set()
+        await self.gate.wait()
+        await super().commit(messages)
+
+
+async def test_batches_queued_during_a_commit_share_the_next_transaction_in_order() -> None:
+    sink = GatedSink()
+    pipeline = await started(sink)
+    queue: asyncio.Queue[FetchedBatch | None] = asyncio.Queue()
+    committer = asyncio.create_task(pipeline._commit_loop(queue))
+    await queue.put(batch(bill(1)))
+    await asyncio.wait_for(sink.committing.wait(), 5)
+    for queued in (batch(bill(3), bill(2)), batch(bill(4), mode="sweep"), None):
+        await queue.put(queued)
+    sink.gate.set()
+    await asyncio.wait_for(committer, 5)  # the end queued behind them ends the loop
+
+    first, second = sink.transactions
+    assert [decode(m.value)["id"] for m in first if m.topic == "cdr.calls"] == [1]
+    records = [decode(m.value) for m in second if m.topic == "cdr.calls"]
+    assert [r["id"] for r in records] == [2, 3, 4], "each batch sorted, batches in queue order"
+    assert [r["fetch_mode"] for r in records] == ["live", "live", "sweep"]
+    states = [m for m in second if m.topic == "cdr-connector.state"]
+    assert len(states) == 2, "each batch's messages end with the state after it"
+    assert second[-1] is states[-1]
+    last = CheckpointState.decode(states[-1].value)
+    assert all(i in last.committed for i in (1, 2, 3, 4))
+    assert last.committed_total == 4
+
+
+async def test_a_batch_that_arrives_after_a_commit_is_not_held_for_another() -> None:
+    sink = FakeSink()
+    pipeline = await started(sink)
+    queue: asyncio.Queue[FetchedBatch | None] = asyncio.Queue()
+    committer = asyncio.create_task(pipeline._commit_loop(queue))
+    try:
+        for record_id in (1, 2):
+            await queue.put(batch(bill(record_id)))
+            async with asyncio.timeout(5):
+                while len(sink.transactions) < record_id:
+                    await asyncio.sleep(0.001)
+    finally:
+        await queue.put(None)
+        await asyncio.wait_for(committer, 5)
+    assert [
+        [decode(m.value)["id"] for m in t if m.topic == "cdr.calls"] for t in sink.transactions
+    ] == [[1], [2]]
+
+
 async def test_a_bad_bill_goes_to_the_dead_letter_topic_and_the_rest_proceeds() -> None:
     sink = FakeSink()
     pipeline = await started(sink)
