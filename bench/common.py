@@ -108,6 +108,15 @@ class Broker:
             subprocess.run([str(KAFKA_SCRIPT), "stop"], env=self.env, check=False)
 
 
+def own_broker_pid() -> int | None:
+    """The pid of the broker in bench/.out/kafka if it runs (not one named by --bootstrap)."""
+    try:
+        pid = int((OUT_DIR / "kafka" / "broker.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if Path(f"/proc/{pid}").exists() else None
+
+
 def start_broker(port: int, bootstrap: str | None) -> Broker:
     """A broker of our own (run directory under bench/.out), unless `bootstrap` names one."""
     env = {**os.environ, "KAFKA_RUN_DIR": str(OUT_DIR / "kafka"), "KAFKA_PORT": str(port)}

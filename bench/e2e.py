@@ -36,6 +36,7 @@ from bench.common import (
     free_port,
     load_average,
     memory_kb,
+    own_broker_pid,
     run_json,
     simulator,
     thread_cpu_seconds,
@@ -77,6 +78,8 @@ def drain(
             ready_at, ready_cpu = time.time(), cpu_seconds(connector.pid)
             ready_threads = thread_cpu_seconds(connector.pid)
             sim_ready_cpu = cpu_seconds(sim.process.pid)
+            broker = own_broker_pid()
+            broker_ready_cpu = cpu_seconds(broker) if broker else 0.0
             if profile is not None:
                 spy = _start_py_spy(connector.pid, profile)
             first_at, first_cpu, first_count = ready_at, ready_cpu, 0.0
@@ -100,6 +103,7 @@ def drain(
             end_cpu = cpu_seconds(connector.pid)
             end_threads = thread_cpu_seconds(connector.pid)
             sim_end_cpu = cpu_seconds(sim.process.pid)
+            broker_end_cpu = cpu_seconds(broker) if broker else 0.0
             rss_kb, peak_kb = memory_kb(connector.pid)
             done_at = samples["cdr_connector_last_commit_timestamp_seconds"]
         finally:
@@ -120,6 +124,12 @@ def drain(
         "cpu_share_of_a_core": (end_cpu - ready_cpu) / (done_at - ready_at),
         # The simulator shares the machine's cores with the connector and the broker.
         "simulator_cpu_us_per_record": (sim_end_cpu - sim_ready_cpu) / backlog * 1e6,
+        # The broker's too (only one of our own; its other topics are idle meanwhile).
+        **(
+            {"broker_cpu_us_per_record": (broker_end_cpu - broker_ready_cpu) / backlog * 1e6}
+            if broker
+            else {}
+        ),
         # Where the connector's CPU went: its Python threads, librdkafka's own threads.
         "thread_cpu_us_per_record": {
             name: (seconds - ready_threads.get(name, 0.0)) / backlog * 1e6

@@ -292,6 +292,7 @@ _FIGURES: tuple[tuple[str, str, str, str, int], ...] = (
             ("CPU, share of one core", "cpu_share_of_a_core", "", 2),
             ("peak RSS", "peak_rss_mb", " MB", 0),
             ("the simulator's CPU per record", "simulator_cpu_us_per_record", " µs", 1),
+            ("the broker's CPU per record", "broker_cpu_us_per_record", " µs", 1),
         )
     ),
     (
