@@ -10,6 +10,7 @@ Parts (in this order within each run, so every part of one run shares the machin
   e2e        the connector process draining a 1,000,000-record backlog: no added latency at
              concurrency 4 (and again with transactions switched off, bench/untransacted.py),
              200 ms per page at concurrency 4 and 8
+  framing    the 0 ms drain again with values in Confluent framing (mock:// registry)
   naive      the hand-written client on the same backlog, without and with 200 ms per page
   freshness  live traffic (500 calls/s): end-to-end latency from the connector's histogram
   soak       opt-in (--soak-seconds): RSS every 10 s under live traffic, and its trend
@@ -40,8 +41,8 @@ from bench.common import (
 )
 from bench.report import write_readme
 
-PARTS = ("stages", "e2e", "naive", "freshness", "soak")
-DEFAULT_PARTS = ("stages", "e2e", "naive", "freshness")
+PARTS = ("stages", "e2e", "framing", "naive", "freshness", "soak")
+DEFAULT_PARTS = ("stages", "e2e", "framing", "naive", "freshness")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -197,6 +198,10 @@ def _measures(
         # Right after the transactional drain it is compared with, on the same machine state.
         untransacted = _drain(bootstrap, backlog, 0, 4, None, transactions=False)
         return [drains[0], ("e2e:0ms_c4_untransacted", untransacted), *drains[1:]]
+    if part == "framing":
+        return [
+            ("framing:0ms_c4_confluent", _drain(bootstrap, backlog, 0, 4, None, confluent=True))
+        ]
     if part == "naive":
         return [
             ("naive:0ms", lambda: e2e.naive(bootstrap, backlog, latency_ms=0, max_seconds=3600)),
@@ -246,6 +251,7 @@ def _drain(
     profile: Path | None,
     *,
     transactions: bool = True,
+    confluent: bool = False,
 ) -> Measure:
     return lambda: e2e.drain(
         bootstrap,
@@ -254,6 +260,7 @@ def _drain(
         concurrency=concurrency,
         profile=profile,
         transactions=transactions,
+        confluent=confluent,
     )
 
 

@@ -59,15 +59,25 @@ def drain(
     profile: Path | None = None,
     timeout: float = 1200.0,
     transactions: bool = True,
+    confluent: bool = False,
 ) -> dict[str, Any]:
     """Records/s, CPU per record and peak RSS of the connector draining `backlog` records;
-    without `transactions`, the same connector with a flush where each commit was."""
-    kind = f"drain{int(latency_ms)}c{concurrency}" + ("" if transactions else "notx")
+    without `transactions`, the same connector with a flush where each commit was; with
+    `confluent`, values in Confluent framing, the schema registered with confluent-kafka's
+    in-process `mock://` registry (a registry is consulted only at start-up)."""
+    kind = f"drain{int(latency_ms)}c{concurrency}"
+    kind += ("" if transactions else "notx") + ("cf" if confluent else "")
     source = _source(kind)
     load = load_average()
     with simulator(source, backlog=backlog, latency_ms=latency_ms) as sim:
+        framing = {"CDR_AVRO__SCHEMA_REGISTRY_URL": f"mock://{source}"} if confluent else {}
         env = connector_env(
-            bootstrap, sim.url, source, free_port(), CDR_POLL__CONCURRENCY=str(concurrency)
+            bootstrap,
+            sim.url,
+            source,
+            free_port(),
+            CDR_POLL__CONCURRENCY=str(concurrency),
+            **framing,
         )
         connector = Connector(
             source, env, "cdr_connector" if transactions else "bench.untransacted"
