@@ -163,7 +163,7 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             text = (task / "stat").read_text()
-        except FileNotFoundError:  # the thread ended meanwhile
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile (ESRCH)
             continue
         name = text[text.index("(") + 1 : text.rindex(")")].rstrip("0123456789_")
         fields = text.rsplit(")", 1)[1].split()
