@@ -108,13 +108,16 @@ class Broker:
             subprocess.run([str(KAFKA_SCRIPT), "stop"], env=self.env, check=False)
 
 
-def own_broker_pid() -> int | None:
-    """The pid of the broker in bench/.out/kafka if it runs (not one named by --bootstrap)."""
+def own_broker_pid(bootstrap: str) -> int | None:
+    """The pid of the broker in bench/.out/kafka if it runs and is the one at `bootstrap`
+    (not another named by --bootstrap)."""
+    run_dir = OUT_DIR / "kafka"
     try:
-        pid = int((OUT_DIR / "kafka" / "broker.pid").read_text().strip())
+        address = (run_dir / "broker.addr").read_text().strip()
+        pid = int((run_dir / "broker.pid").read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if Path(f"/proc/{pid}").exists() else None
+    return pid if address == bootstrap and Path(f"/proc/{pid}").exists() else None
 
 
 def start_broker(port: int, bootstrap: str | None) -> Broker:

@@ -88,7 +88,7 @@ def drain(
             ready_at, ready_cpu = time.time(), cpu_seconds(connector.pid)
             ready_threads = thread_cpu_seconds(connector.pid)
             sim_ready_cpu = cpu_seconds(sim.process.pid)
-            broker = own_broker_pid()
+            broker = own_broker_pid(bootstrap)
             broker_ready_cpu = cpu_seconds(broker) if broker else 0.0
             if profile is not None:
                 spy = _start_py_spy(connector.pid, profile)
