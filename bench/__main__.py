@@ -74,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
         help="poll.sweep_interval_seconds of the soaked connector (its default: 1800)",
     )
     parser.add_argument(
+        "--soak-sweep-window",
+        type=float,
+        help="poll.sweep_window_seconds of the soaked connector (its default: 21600)",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="py-spy the connector while it drains"
     )
     parser.add_argument(
@@ -228,6 +233,7 @@ def _measures(
                 seconds=args.soak_seconds,
                 rate=args.fresh_rate,
                 sweep_interval=args.soak_sweep_interval,
+                sweep_window=args.soak_sweep_window,
             ),
         )
     ]

@@ -367,6 +367,7 @@ def soak(
     rate: float,
     every: float = 10.0,
     sweep_interval: float = 300.0,
+    sweep_window: float | None = None,
 ) -> dict[str, Any]:
     """RSS every `every` seconds under live traffic, and its least-squares slope."""
     source = _source("soak")
@@ -381,6 +382,10 @@ def soak(
             free_port(),
             CDR_POLL__SWEEP_INTERVAL_SECONDS=str(sweep_interval),
         )
+        if sweep_window is not None:
+            # A shorter window fills sooner: what a soak of many hours would show at the
+            # default window, a shorter soak shows with a window it outlasts.
+            env["CDR_POLL__SWEEP_WINDOW_SECONDS"] = str(sweep_window)
         connector = Connector(source, env)
         try:
             connector.wait_metrics()
@@ -413,6 +418,7 @@ def soak(
         "slope_mb_per_hour": _slope(settled) * 3600,
         "slope_from_s": settled_from,
         "sweep_interval_s": sweep_interval,
+        "sweep_window_s": sweep_window,
         "slope_whole_soak_mb_per_hour": _slope(samples) * 3600,
         "samples": samples,
     }
