@@ -25,7 +25,7 @@ COPY pyproject.toml setup.py README.md ./
 COPY cdr_connector ./cdr_connector
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-compile ./ \
-    && /opt/venv/bin/python -I -c "import cdr_connector.bill_writer as w; assert w.is_compiled()" \
+    && /opt/venv/bin/python -I -c "import cdr_connector.bill_writer as w, cdr_connector.batch_writer as b; assert w.is_compiled() and b.is_compiled()" \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
     && /opt/venv/bin/pip uninstall --yes pip
 

@@ -148,11 +148,12 @@ def _leaves(group: BaseExceptionGroup[CdrConnectorError]) -> list[CdrConnectorEr
 
 def _report_writer_build() -> None:
     if bill_writer.is_compiled():
-        log.info("bill writer: compiled (mypyc)")
+        log.info("bill writer and batch writer: compiled (mypyc)")
     else:
         log.warning(
-            "bill writer: running from Python source, about a quarter slower than its mypyc "
-            "build; install cdr-connector where a C compiler is available to compile it"
+            "bill writer and batch writer: running from Python source, about a third slower "
+            "than their mypyc build; install cdr-connector where a C compiler is available to "
+            "compile them"
         )
 
 

@@ -138,6 +138,12 @@ class CheckpointState:
             hour = start_ms - start_ms % HOUR_MS
             counts[hour] = counts.get(hour, 0) + 1
 
+    def add_hour_counts(self, counts: dict[int, int]) -> None:
+        """Add counts already made per hour (the start of each hour, as `count_hours` finds)."""
+        hour_counts = self.hour_counts
+        for hour, count in counts.items():
+            hour_counts[hour] = hour_counts.get(hour, 0) + count
+
     def forget_before(self, horizon_ms: int) -> None:
         self.committed.forget_before(horizon_ms)
         for hour in [h for h in self.hour_counts if h + HOUR_MS < horizon_ms]:

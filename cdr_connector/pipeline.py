@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import operator
 import random
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -43,14 +41,15 @@ import orjson
 from cdr_connector import metrics
 from cdr_connector.avro import RecordEncoder
 from cdr_connector.backoff import Backoff
-from cdr_connector.bill_writer import BillWriter, EncodedRecord
+from cdr_connector.batch_writer import BatchWriter, RecordTallies
+from cdr_connector.bill_writer import BillWriter
 from cdr_connector.checkpoint import CheckpointState
 from cdr_connector.clock import Clock
 from cdr_connector.config import Settings
 from cdr_connector.errors import PermanentError, RecordError, RetryableError
 from cdr_connector.kafka_sink import OutgoingMessage, Sink, read_latest_state
-from cdr_connector.poller import FetchedBatch, Poller, RoundFailedError, bill_id
-from cdr_connector.records import LONG_MIN, RecordContext, dial_time_ms
+from cdr_connector.poller import FetchedBatch, Poller, RoundFailedError
+from cdr_connector.records import RecordContext, dial_time_ms
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +59,6 @@ _MAX_HEADER_TEXT = 1000
 # waits for such a stretch: with 1000 bills (7 ms) a round's first answer arrived 20-30 ms
 # after the API's latency instead of 15 (bench/README.md, finding 5).
 _BILLS_BETWEEN_YIELDS = 250
-# Field getters of EncodedRecord: map() with them loops in C over a batch.
-_record_id = operator.attrgetter("id")
-_start_ms, _end_ms = operator.attrgetter("starttime"), operator.attrgetter("endtime")
-_unknown_fields = operator.attrgetter("unknown_fields")
-_call_kind = operator.attrgetter("direction", "callmethod", "answered")
-_talk_time = operator.attrgetter("direction", "billsec")
-_new_message = tuple.__new__
 
 
 @dataclass(frozen=True)
@@ -118,9 +110,7 @@ class CommitSummary:
     produced: int = 0
     dead_lettered: int = 0
     deduplicated: int = 0
-    unknown_fields: int = 0
-    newest_end_ms: int = 0
-    records: list[EncodedRecord] = field(default_factory=list)
+    tallies: RecordTallies = field(default_factory=RecordTallies)
     dead_letter_start_ms: list[int] = field(default_factory=list)
     dead_letter_stages: list[str] = field(default_factory=list)
 
@@ -146,15 +136,6 @@ async def _next_batches(
             return batches, True
         batches.append(batch)
     return batches, False
-
-
-def _too_large(value: bytes, limit: int) -> RecordError:
-    return RecordError(
-        f"the record's Avro value is {len(value)} bytes, more than kafka.max_value_bytes "
-        f"({limit}); Kafka would refuse it. Raise the limit only together with the topic's "
-        "max.message.bytes and librdkafka's message.max.bytes (kafka.client_config)",
-        stage="encode",
-    )
 
 
 class Pipeline:
@@ -450,75 +431,35 @@ class Pipeline:
         return summaries
 
     async def _convert(self, batch: FetchedBatch) -> tuple[CommitSummary, list[OutgoingMessage]]:
-        summary = CommitSummary()
         context = RecordContext(
             source=self._source,
             zone=self._settings.source.zone,
             fetched_at_ms=batch.fetched_at_ms,
             fetch_mode=batch.mode,
         )
-        write = BillWriter(self._encoder, context, self._settings.kafka.key_fallback_field).write
-        max_value_bytes = self._settings.kafka.max_value_bytes
-        committed = self._state.committed
-        # Live records come above every committed id: one comparison instead of a lookup.
-        highest = committed.highest()
-        if highest is None:
-            highest = LONG_MIN - 1
-        seen: set[int] = set()
-        good: list[EncodedRecord] = []
-        dead: list[OutgoingMessage] = []
-        new_ids: list[int] = []
-        for position, bill in enumerate(batch.bills):
-            if position % _BILLS_BETWEEN_YIELDS == 0:
-                # Let the next round's requests go out while a large batch converts, the first
-                # time before any bill: they were created just before this batch arrived.
-                # Nothing else touches the state meanwhile (there is one committer).
-                await asyncio.sleep(0)
-            record_id = bill_id(bill)
-            if record_id is not None:
-                if (record_id <= highest and record_id in committed) or record_id in seen:
-                    summary.deduplicated += 1
-                    continue
-                seen.add(record_id)
-            try:
-                record = write(bill)
-                if len(record.value) > max_value_bytes:
-                    raise _too_large(record.value, max_value_bytes)
-            except RecordError as exc:
-                dead.append(self._dead_letter(bill, record_id, exc, batch))
-                summary.dead_letter_stages.append(exc.stage)
-                if record_id is not None:
-                    new_ids.append(record_id)
-                    dead_start = dial_time_ms(bill, context.zone)
-                    if dead_start is not None:
-                        summary.dead_letter_start_ms.append(dead_start)
-                continue
-            good.append(record)
-            new_ids.append(record.id)
-        good.sort(key=_record_id)  # records of one extension keep their id order
-        topic, constant_headers = self._topic, self._record_headers
-        messages = [  # OutgoingMessage(...) without its Python-level __new__: once per record
-            _new_message(
-                OutgoingMessage,
-                (
-                    topic,
-                    record.key,
-                    record.value,
-                    [("cdr.id", str(record.id).encode()), *constant_headers],
-                    record.endtime,
-                ),
-            )
-            for record in good
-        ]
-        messages.extend(dead)
-        summary.produced = len(good)
-        summary.dead_lettered = len(dead)
-        summary.records = good
-        summary.unknown_fields = sum(map(_unknown_fields, good))
-        if good:
-            summary.newest_end_ms = max(map(_end_ms, good))
+        writer = BatchWriter(
+            BillWriter(self._encoder, context, self._settings.kafka.key_fallback_field),
+            self._state.committed,
+            self._settings.kafka.max_value_bytes,
+        )
+        bills = batch.bills
+        for start in range(0, len(bills), _BILLS_BETWEEN_YIELDS):
+            # Let the next round's requests go out while a large batch converts, the first
+            # time before any bill: they were created just before this batch arrived.
+            # Nothing else touches the state meanwhile (there is one committer).
+            await asyncio.sleep(0)
+            writer.write(bills, start, min(start + _BILLS_BETWEEN_YIELDS, len(bills)))
+        summary = CommitSummary(produced=len(writer.records), deduplicated=writer.deduplicated)
+        messages = writer.messages(self._topic, self._record_headers, summary.tallies)
+        for bill, record_id, error in writer.failures:
+            messages.append(self._dead_letter(bill, record_id, error, batch))
+            summary.dead_letter_stages.append(error.stage)
+            dead_start = dial_time_ms(bill, context.zone) if record_id is not None else None
+            if dead_start is not None:
+                summary.dead_letter_start_ms.append(dead_start)
+        summary.dead_lettered = len(writer.failures)
         if messages:
-            self._advance_state(new_ids, summary)
+            self._advance_state(writer.new_ids, summary)
             messages.append(
                 OutgoingMessage(
                     self._settings.kafka.state_topic, self._source_bytes, self._state.encode(), []
@@ -561,12 +502,12 @@ class Pipeline:
         state = self._state
         now_ms = int(self._clock.time() * 1000)
         state.committed.add_many(new_ids, now_ms)
-        state.count_hours(map(_start_ms, summary.records))
+        state.add_hour_counts(summary.tallies.start_hours)
         state.count_hours(summary.dead_letter_start_ms)
         state.forget_before(now_ms - int(self._settings.poll.lookback_seconds * 1000))
         state.committed_total += summary.produced
         state.dead_lettered_total += summary.dead_lettered
-        state.newest_end_ms = max(state.newest_end_ms, summary.newest_end_ms)
+        state.newest_end_ms = max(state.newest_end_ms, summary.tallies.newest_end_ms)
 
     async def _commit_until_done(self, messages: list[OutgoingMessage]) -> None:
         attempt = 0
@@ -603,8 +544,8 @@ class Pipeline:
             metrics.SWEEP_RECOVERED.labels(source).inc(summary.produced)
         elif batch.mode == "audit":
             metrics.AUDIT_REPAIRED.labels(source).inc(summary.produced)
-        metrics.UNKNOWN_FIELDS.labels(source).inc(summary.unknown_fields)
-        self._observe_records(summary.records, now)
+        metrics.UNKNOWN_FIELDS.labels(source).inc(summary.tallies.unknown_fields)
+        self._observe_records(summary.tallies, now)
         self._publish_state_metrics()
         log.info(
             "committed %d records, %d dead letters, %d duplicates dropped (%s); %d in total",
@@ -622,25 +563,19 @@ class Pipeline:
             },
         )
 
-    def _observe_records(self, records: list[EncodedRecord], now: float) -> None:
-        """Per-record figures, added up per label set first: a labelled child lookup costs
-        more than the addition it feeds."""
+    def _observe_records(self, tallies: RecordTallies, now: float) -> None:
+        """Per-record figures, added up per label set first (`RecordTallies`): a labelled
+        child lookup costs more than the addition it feeds."""
         source = self._source
-        metrics.END_TO_END_LATENCY.labels(source).observe_many(
-            [max(0.0, now - end_ms / 1000) for end_ms in map(_end_ms, records)]
-        )
-        calls = Counter(map(_call_kind, records))
-        billed: Counter[str] = Counter()
-        for direction, billsec in map(_talk_time, records):
-            billed[direction] += billsec
-        for (direction, callmethod, answered), count in calls.items():
+        metrics.END_TO_END_LATENCY.labels(source).observe_many(tallies.latencies(now))
+        for (direction, callmethod, answered), count in tallies.calls.items():
             metrics.CALLS.labels(
                 source,
                 metrics.direction_label(direction),
                 metrics.callmethod_label(callmethod),
                 "true" if answered else "false",
             ).inc(count)
-        for direction, seconds in billed.items():
+        for direction, seconds in tallies.billed_seconds.items():
             metrics.BILLED_SECONDS.labels(source, metrics.direction_label(direction)).inc(seconds)
 
     def _publish_state_metrics(self) -> None:

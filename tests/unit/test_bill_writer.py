@@ -10,7 +10,6 @@ it) and on the same file executed as Python source.
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import zoneinfo
 from pathlib import Path
@@ -28,23 +27,12 @@ from cdr_connector.records import RecordContext, normalise, record_key
 from cdr_connector.simulator import generator
 from cdr_connector.simulator.localtime import LocalTime
 from cdr_connector.simulator.store import RecordStore
+from tests.unit import builds
 from tests.unit.test_records import NEW_YORK, SHANGHAI, answered, context, example_bill
 
 T0 = 1_730_000_000.0
 FALLBACKS = ("displaynumber", "destnumber", "userid", "id")
-SOURCE = Path(bill_writer.__file__).with_name("bill_writer.py")
-
-
-def writer_from_source() -> ModuleType:
-    """bill_writer.py executed as Python, whichever build `import` picks."""
-    spec = importlib.util.spec_from_file_location("cdr_connector.bill_writer_source", SOURCE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-BUILDS = {"imported": bill_writer, "source": writer_from_source()}
+BUILDS = builds.both(bill_writer)
 
 
 @pytest.fixture(params=list(BUILDS))
@@ -303,10 +291,4 @@ def test_the_source_build_says_it_is_not_compiled() -> None:
 
 
 def test_a_compiled_writer_is_built_from_the_current_source() -> None:
-    """An editable install keeps the build next to the source; an edit after the build would
-    otherwise be shadowed by the stale extension (scripts/bootstrap.sh rebuilds it)."""
-    if bill_writer.is_compiled():
-        built = Path(bill_writer.__file__).stat().st_mtime
-        assert built >= SOURCE.stat().st_mtime, (
-            f"{bill_writer.__file__} is older than {SOURCE}: run scripts/bootstrap.sh to rebuild"
-        )
+    builds.assert_built_from_current_source(bill_writer)

@@ -155,3 +155,11 @@ def test_forgetting_drops_old_hour_counts_with_old_ranges() -> None:
     state.forget_before(5 * HOUR_MS)
     assert ranges_of(state.committed) == [(10, 10)]
     assert state.hour_counts == {HOUR_MS * 8: 1}
+
+
+def test_hour_counts_made_elsewhere_add_to_those_counted_here() -> None:
+    state = CheckpointState(source="s1")
+    state.count_hours([HOUR_MS * 5 + 7])
+    state.add_hour_counts({HOUR_MS * 5: 3, HOUR_MS * 7: 2})
+    state.add_hour_counts({HOUR_MS * 7: 1})
+    assert state.hour_counts == {HOUR_MS * 5: 4, HOUR_MS * 7: 3}
