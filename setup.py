@@ -4,8 +4,8 @@ C compiler is.
 Together they run once per record: the bill writer turns a bill into its Avro value, the batch
 writer drops duplicates and builds the messages; compiled, they take about a third less CPU
 than from source (bench/README.md). Compiling is optional: without a compiler (or with
-CDR_CONNECTOR_PURE_PYTHON=1) the same module runs as plain Python, with identical output, and
-the connector says at start-up which one it uses. Everything else is in pyproject.toml.
+CDR_CONNECTOR_PURE_PYTHON=1) the same modules run as plain Python, with identical output, and
+the connector says at start-up which build it uses. Everything else is in pyproject.toml.
 """
 
 import os

@@ -151,9 +151,9 @@ def _report_writer_build() -> None:
         log.info("bill writer and batch writer: compiled (mypyc)")
     else:
         log.warning(
-            "bill writer and batch writer: running from Python source, about a third slower "
-            "than their mypyc build; install cdr-connector where a C compiler is available to "
-            "compile them"
+            "bill writer and batch writer: running from Python source, which takes about half "
+            "as much CPU again as their mypyc build; install cdr-connector where a C compiler "
+            "is available to compile them"
         )
 
 
