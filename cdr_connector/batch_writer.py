@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from cdr_connector.bill_writer import BillWriter, EncodedRecord
-from cdr_connector.checkpoint import HOUR_MS, CommittedIds
+from cdr_connector.checkpoint import CommittedIds, hour_start
 from cdr_connector.errors import RecordError
 from cdr_connector.kafka_sink import OutgoingMessage
 from cdr_connector.poller import bill_id
@@ -56,7 +56,7 @@ class RecordTallies:
         self.unknown_fields = 0
         self.end_times_ms: list[int] = []
         self.start_hours: dict[int, int] = {}
-        """The hour (epoch ms, UTC) each record was dialled in -> how many."""
+        """The hour each record was dialled in (`checkpoint.hour_start`) -> how many."""
         self.calls: dict[CallKind, int] = {}
         self.billed_seconds: dict[str, int] = {}
         """direction -> billsec added up"""
@@ -70,8 +70,7 @@ class RecordTallies:
         return [max(0.0, now - end_ms / 1000) for end_ms in self.end_times_ms]
 
     def add(self, record: EncodedRecord) -> None:
-        start_ms = record.starttime
-        hour = start_ms - start_ms % HOUR_MS
+        hour = hour_start(record.starttime)
         self.start_hours[hour] = self.start_hours.get(hour, 0) + 1
         self.end_times_ms.append(record.endtime)
         self.unknown_fields += record.unknown_fields

@@ -38,6 +38,11 @@ DEFAULT_MAX_RANGES = 20_000
 HOUR_MS = 3_600_000
 
 
+def hour_start(epoch_ms: int) -> int:
+    """The start of the UTC hour `epoch_ms` falls in: the key of `hour_counts`."""
+    return epoch_ms - epoch_ms % HOUR_MS
+
+
 @dataclass(slots=True)
 class IdRange:
     low: int
@@ -135,11 +140,11 @@ class CheckpointState:
     def count_hours(self, start_times_ms: Iterable[int]) -> None:
         counts = self.hour_counts
         for start_ms in start_times_ms:
-            hour = start_ms - start_ms % HOUR_MS
+            hour = hour_start(start_ms)
             counts[hour] = counts.get(hour, 0) + 1
 
     def add_hour_counts(self, counts: dict[int, int]) -> None:
-        """Add counts already made per hour (the start of each hour, as `count_hours` finds)."""
+        """Add counts already made per hour, keyed by `hour_start`."""
         hour_counts = self.hour_counts
         for hour, count in counts.items():
             hour_counts[hour] = hour_counts.get(hour, 0) + count
