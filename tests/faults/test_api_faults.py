@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 from cdr_connector.simulator import FaultConfig, RunningSimulator, running_simulator
 from tests.faults.conftest import FaultReport
@@ -53,6 +54,12 @@ def every_kind_injected(injected: dict[str, int]) -> bool:
     return all(injected.get(kind, 0) >= FAULTS_OF_EACH_KIND for kind in FAULT_KINDS)
 
 
+def enough_traffic(elapsed: float, stats: dict[str, Any]) -> bool:
+    if elapsed < TRAFFIC_SECONDS:
+        return False
+    return elapsed >= TRAFFIC_SECONDS + MORE_TRAFFIC_SECONDS or every_kind_injected(stats["faults"])
+
+
 def record_issued_tokens(sim: RunningSimulator) -> list[str]:
     """Every token the simulator's login hands out from now on."""
     issued: list[str] = []
@@ -80,8 +87,8 @@ async def test_api_faults_at_high_rates_lose_nothing_and_leak_no_secret(
         revoked = 0
         try:
             await connector.wait_ready(timeout=120)
-            deadline = time.monotonic() + TRAFFIC_SECONDS
-            while time.monotonic() < deadline:
+            traffic_started = time.monotonic()
+            while not enough_traffic(time.monotonic() - traffic_started, sim.state.stats()):
                 await asyncio.sleep(REVOKE_EVERY_SECONDS)
                 revoked += (await admin_post(sim.admin_url, "revoke-tokens", {}))["revoked"]
             metrics = await metrics_text(connector)
