@@ -18,14 +18,20 @@ GetBill filters are set, records still missing) costs one range, about 10 bytes 
 
 `hour_counts` counts committed records by the UTC hour of their dial time, for the audit, which
 compares them with the vendor's own count of each closed hour.
+
+A bill without a usable id cannot be a record, and no range can say it was dead-lettered. It is
+known by its content instead (`bill_fingerprint`); `dead_letter_fingerprints` keeps those of the
+lookback horizon, so the sweeps and audits that list it again do not dead-letter it again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -35,6 +41,9 @@ STATE_VERSION = 1
 # A message on the state topic must stay well under the broker's default 1 MB limit; each range
 # costs about 30 bytes before compression, so this keeps the worst case (every id alone) safe.
 DEFAULT_MAX_RANGES = 20_000
+# Bills without a usable id are a vendor fault, rare; 1000 fingerprints take about 35 KB of
+# the state before compression.
+MAX_DEAD_LETTER_FINGERPRINTS = 1_000
 HOUR_MS = 3_600_000
 
 
@@ -136,6 +145,9 @@ class CheckpointState:
     committed_total: int = 0
     dead_lettered_total: int = 0
     hour_counts: dict[int, int] = field(default_factory=dict)
+    dead_letter_fingerprints: dict[str, int] = field(default_factory=dict)
+    """Dead-lettered bills without a usable id: `bill_fingerprint` -> when committed (ms),
+    oldest first."""
 
     def count_hours(self, start_times_ms: Iterable[int]) -> None:
         counts = self.hour_counts
@@ -149,10 +161,23 @@ class CheckpointState:
         for hour, count in counts.items():
             hour_counts[hour] = hour_counts.get(hour, 0) + count
 
+    def add_dead_letter_fingerprints(
+        self, fingerprints: Iterable[str], committed_at_ms: int
+    ) -> None:
+        known = self.dead_letter_fingerprints
+        for fingerprint in fingerprints:
+            known.pop(fingerprint, None)
+            known[fingerprint] = committed_at_ms
+        for oldest in list(known)[: max(0, len(known) - MAX_DEAD_LETTER_FINGERPRINTS)]:
+            del known[oldest]
+
     def forget_before(self, horizon_ms: int) -> None:
         self.committed.forget_before(horizon_ms)
         for hour in [h for h in self.hour_counts if h + HOUR_MS < horizon_ms]:
             del self.hour_counts[hour]
+        known = self.dead_letter_fingerprints
+        for fingerprint in [f for f, at_ms in known.items() if at_ms < horizon_ms]:
+            del known[fingerprint]
 
     def encode(self) -> bytes:
         """zlib-compressed JSON: readable with standard tools, small for dense ids."""
@@ -167,6 +192,9 @@ class CheckpointState:
             "committed_total": self.committed_total,
             "dead_lettered_total": self.dead_lettered_total,
             "hour_counts": [[hour, count] for hour, count in sorted(self.hour_counts.items())],
+            "dead_letter_fingerprints": [
+                [f, at_ms] for f, at_ms in self.dead_letter_fingerprints.items()
+            ],
         }
         return zlib.compress(orjson.dumps(document), 6)
 
@@ -185,6 +213,9 @@ class CheckpointState:
                 committed_total=int(document["committed_total"]),
                 dead_lettered_total=int(document.get("dead_lettered_total", 0)),
                 hour_counts={int(h): int(c) for h, c in document.get("hour_counts", [])},
+                dead_letter_fingerprints={
+                    str(f): int(at_ms) for f, at_ms in document.get("dead_letter_fingerprints", [])
+                },
             )
         except (zlib.error, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise PermanentError(
@@ -192,3 +223,10 @@ class CheckpointState:
                 "by this version of cdr-connector. Point kafka.state_topic at a new topic only "
                 "if you accept re-publishing the records of the lookback window"
             ) from exc
+
+
+def bill_fingerprint(bill: Any) -> str:
+    """What identifies a bill without a usable id: its content, keys in sorted order, hashed
+    to 16 hex digits (BLAKE2b, 8 bytes; a chance collision among a horizon's few is nil)."""
+    content = orjson.dumps(bill, option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(content, digest_size=8).hexdigest()

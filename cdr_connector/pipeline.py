@@ -43,7 +43,7 @@ from cdr_connector.avro import RecordEncoder
 from cdr_connector.backoff import Backoff
 from cdr_connector.batch_writer import BatchWriter, RecordTallies
 from cdr_connector.bill_writer import BillWriter
-from cdr_connector.checkpoint import CheckpointState
+from cdr_connector.checkpoint import CheckpointState, bill_fingerprint
 from cdr_connector.clock import Clock
 from cdr_connector.config import Settings
 from cdr_connector.errors import PermanentError, RecordError, RetryableError
@@ -113,6 +113,7 @@ class CommitSummary:
     tallies: RecordTallies = field(default_factory=RecordTallies)
     dead_letter_start_ms: list[int] = field(default_factory=list)
     dead_letter_stages: list[str] = field(default_factory=list)
+    dead_letter_fingerprints: list[str] = field(default_factory=list)
 
 
 async def _next_batches(
@@ -451,13 +452,7 @@ class Pipeline:
             writer.write(bills, start, min(start + _BILLS_BETWEEN_YIELDS, len(bills)))
         summary = CommitSummary(produced=len(writer.records), deduplicated=writer.deduplicated)
         messages = writer.messages(self._topic, self._record_headers, summary.tallies)
-        for bill, record_id, error in writer.failures:
-            messages.append(self._dead_letter(bill, record_id, error, batch))
-            summary.dead_letter_stages.append(error.stage)
-            dead_start = dial_time_ms(bill, context.zone) if record_id is not None else None
-            if dead_start is not None:
-                summary.dead_letter_start_ms.append(dead_start)
-        summary.dead_lettered = len(writer.failures)
+        messages += self._dead_letters(writer.failures, batch, summary)
         if messages:
             self._advance_state(writer.new_ids, summary)
             messages.append(
@@ -466,6 +461,32 @@ class Pipeline:
                 )
             )
         return summary, messages
+
+    def _dead_letters(
+        self,
+        failures: list[tuple[Any, int | None, RecordError]],
+        batch: FetchedBatch,
+        summary: CommitSummary,
+    ) -> list[OutgoingMessage]:
+        """A dead letter for each bill that cannot be a record, but none for a bill without a
+        usable id that is already in the dead-letter topic: sweeps and audits list it again,
+        and only its content tells it apart (`checkpoint.bill_fingerprint`)."""
+        letters: list[OutgoingMessage] = []
+        known = self._state.dead_letter_fingerprints
+        for bill, record_id, error in failures:
+            if record_id is None:
+                fingerprint = bill_fingerprint(bill)
+                if fingerprint in known or fingerprint in summary.dead_letter_fingerprints:
+                    summary.deduplicated += 1
+                    continue
+                summary.dead_letter_fingerprints.append(fingerprint)
+            letters.append(self._dead_letter(bill, record_id, error, batch))
+            summary.dead_letter_stages.append(error.stage)
+            dead_start = dial_time_ms(bill, self._settings.source.zone)
+            if dead_start is not None:
+                summary.dead_letter_start_ms.append(dead_start)
+        summary.dead_lettered = len(letters)
+        return letters
 
     def _dead_letter(
         self, bill: Any, record_id: int | None, error: RecordError, batch: FetchedBatch
@@ -502,6 +523,7 @@ class Pipeline:
         state = self._state
         now_ms = int(self._clock.time() * 1000)
         state.committed.add_many(new_ids, now_ms)
+        state.add_dead_letter_fingerprints(summary.dead_letter_fingerprints, now_ms)
         state.add_hour_counts(summary.tallies.start_hours)
         state.count_hours(summary.dead_letter_start_ms)
         state.forget_before(now_ms - int(self._settings.poll.lookback_seconds * 1000))

@@ -6,10 +6,14 @@ import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
+import aiohttp
+import orjson
 import pytest
 from confluent_kafka import Message
+from prometheus_client.parser import text_string_to_metric_families
 
 from cdr_connector.avro import decode
 from cdr_connector.simulator import RunningSimulator, SimulatorConfig, running_simulator
@@ -20,6 +24,7 @@ from tests.integration.harness import (
     assert_exactly_once,
     connector_env,
     free_port,
+    header,
     simulator_config,
     simulator_records,
     wait_for_records,
@@ -90,6 +95,91 @@ async def test_the_audit_finds_records_another_reader_took_in_closed_hours(
     modes = fetch_modes(messages)
     assert modes.get("audit") == taken, modes
     assert '"event":"audit_gap"' in process.output().replace(" ", "")
+
+
+async def test_a_bill_without_an_id_is_dead_lettered_once_however_often_it_is_listed(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    """The live stream dead-letters it; sweeps every 2 s and audits of its closed hour list it
+    again, and no committed id can say it is done: its content does."""
+    config = simulator_config(backlog=300, seed=23, backlog_span=3 * 3600.0)
+    async with running_simulator(config) as sim:
+        good = {bill["id"] for bill in await simulator_records(sim.admin_url)}
+        dialled = datetime.now(ZoneInfo(ZONE)).replace(tzinfo=None) - timedelta(hours=2, minutes=30)
+        no_id = {"id": "x-1", **without_id_bill(dialled)}
+        await admin_post(sim.admin_url, "inject", [no_id])
+        process = connector(
+            kafka_bootstrap, sim, topics, tmp_path / "no-id.log",
+            CDR_POLL__SWEEP_WINDOW_SECONDS="21600", CDR_POLL__SWEEP_INTERVAL_SECONDS="2",
+            CDR_POLL__AUDIT_INTERVAL_SECONDS="2", CDR_POLL__AUDIT_SETTLE_SECONDS="1",
+        )  # fmt: skip
+        try:
+            await process.wait_ready()
+            await wait_for_records(kafka_bootstrap, topics.data, len(good), timeout=120)
+            await wait_for_records(kafka_bootstrap, topics.dead_letter, 1, timeout=60)
+            listed = await listings_after(process, sweeps=3, audits=3)
+            assert await process.stop() == 0
+        finally:
+            process.kill()
+    assert_exactly_once(await asyncio.to_thread(consume_all, kafka_bootstrap, topics.data), good)
+    [letter] = await asyncio.to_thread(consume_all, kafka_bootstrap, topics.dead_letter)
+    assert orjson.loads(letter.value() or b"") == no_id
+    assert header(letter, "cdr.field") == "id"
+    assert header(letter, "cdr.fetch_mode") == "live"
+    assert listed["audit_missing"] == 0, "its hour counts it: the audit finds nothing missing"
+    assert listed["deduplicated"] >= 3, "sweeps listed it again and it was dropped"
+
+
+def without_id_bill(dialled: datetime) -> dict[str, Any]:
+    """A well-formed bill but for its id: an unanswered call dialled at `dialled`."""
+
+    def local(at: datetime) -> str:
+        return at.strftime("%Y-%m-%d %H:%M:%S")
+
+    return {
+        "extnumber": "8001", "destnumber": "13800000000", "displaynumber": "2190170001",
+        "starttime": local(dialled), "answertime": None,
+        "endtime": local(dialled + timedelta(seconds=30)), "duration": 30, "billsec": 0,
+        "direction": "callout", "callmethod": 3, "userid": "0", "memberid": "0",
+        "chengshudu": "0", "customuuid": "0", "recordfilename": "", "downloadip": "",
+        "hangupdirection": 10041, "hangupcause": 10020, "userkey": "",
+    }  # fmt: skip
+
+
+async def listings_after(
+    process: ConnectorProcess, *, sweeps: int, audits: int
+) -> dict[str, float]:
+    """Wait until `sweeps` more sweeps and `audits` more audits have run; the metrics then."""
+    first = await connector_metrics(process)
+    audit_times = {first["audit_last_run"]}
+    while True:
+        await asyncio.sleep(0.25)
+        now = await connector_metrics(process)
+        audit_times.add(now["audit_last_run"])
+        if now["sweeps"] >= first["sweeps"] + sweeps and len(audit_times) > audits:
+            return now
+
+
+async def connector_metrics(process: ConnectorProcess) -> dict[str, float]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{process.http_port}/metrics") as response,
+    ):
+        text = await response.text()
+    samples = {
+        (sample.name, sample.labels.get("mode")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    return {
+        "sweeps": samples.get(("cdr_connector_poll_cycle_duration_seconds_count", "sweep"), 0.0),
+        "audit_last_run": samples.get(
+            ("cdr_connector_audit_last_run_timestamp_seconds", None), 0.0
+        ),
+        # -1 until the first audit has run
+        "audit_missing": samples.get(("cdr_connector_audit_missing_records", None), -1.0),
+        "deduplicated": samples.get(("cdr_connector_records_deduplicated_total", None), 0.0),
+    }
 
 
 async def test_backfill_publishes_a_window_others_consumed_once_even_when_run_twice(

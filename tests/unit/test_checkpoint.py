@@ -4,7 +4,14 @@ import zlib
 import orjson
 import pytest
 
-from cdr_connector.checkpoint import HOUR_MS, CheckpointState, CommittedIds, IdRange
+from cdr_connector.checkpoint import (
+    HOUR_MS,
+    MAX_DEAD_LETTER_FINGERPRINTS,
+    CheckpointState,
+    CommittedIds,
+    IdRange,
+    bill_fingerprint,
+)
 from cdr_connector.errors import PermanentError
 
 
@@ -120,7 +127,9 @@ def test_state_round_trips_through_its_encoding() -> None:
     state.committed.add_many([1, 2], 12)
     state.committed.add_many([9], 19)
     state.count_hours([HOUR_MS * 5 + 7, HOUR_MS * 5 + 9, HOUR_MS * 6])
+    state.add_dead_letter_fingerprints(["00aa", "00bb"], 15)
     decoded = CheckpointState.decode(state.encode())
+    assert decoded.dead_letter_fingerprints == {"00aa": 15, "00bb": 15}
     assert decoded.source == "s1"
     assert ranges_of(decoded.committed) == [(1, 2), (9, 9)]
     assert [r.committed_at_ms for r in decoded.committed.ranges] == [12, 19]
@@ -163,3 +172,39 @@ def test_hour_counts_made_elsewhere_add_to_those_counted_here() -> None:
     state.add_hour_counts({HOUR_MS * 5: 3, HOUR_MS * 7: 2})
     state.add_hour_counts({HOUR_MS * 7: 1})
     assert state.hour_counts == {HOUR_MS * 5: 4, HOUR_MS * 7: 3}
+
+
+def test_a_state_written_before_fingerprints_existed_reads_as_having_none() -> None:
+    document = orjson.loads(zlib.decompress(CheckpointState(source="s1").encode()))
+    del document["dead_letter_fingerprints"]
+    decoded = CheckpointState.decode(zlib.compress(orjson.dumps(document)))
+    assert decoded.dead_letter_fingerprints == {}
+
+
+def test_a_fingerprint_is_the_bills_content_whatever_the_order_of_its_keys() -> None:
+    one = bill_fingerprint({"id": None, "starttime": "2026-11-26 10:00:00", "billsec": 5})
+    same = bill_fingerprint({"billsec": 5, "starttime": "2026-11-26 10:00:00", "id": None})
+    other = bill_fingerprint({"id": None, "starttime": "2026-11-26 10:00:00", "billsec": 6})
+    assert one == same != other
+    assert len(one) == 16 and int(one, 16) >= 0
+    assert bill_fingerprint([1, 2]) != bill_fingerprint([2, 1])
+
+
+def test_fingerprints_are_forgotten_with_the_ranges_of_their_time() -> None:
+    state = CheckpointState(source="s")
+    state.add_dead_letter_fingerprints(["old"], 1_000)
+    state.add_dead_letter_fingerprints(["new"], 9 * HOUR_MS)
+    state.forget_before(5 * HOUR_MS)
+    assert state.dead_letter_fingerprints == {"new": 9 * HOUR_MS}
+
+
+def test_fingerprints_are_bounded_by_dropping_the_oldest() -> None:
+    state = CheckpointState(source="s")
+    state.add_dead_letter_fingerprints(["first", "second"], 1)
+    state.add_dead_letter_fingerprints(["first"], 2)  # seen again: now the newest
+    assert list(state.dead_letter_fingerprints) == ["second", "first"]
+    state.add_dead_letter_fingerprints([f"f{i}" for i in range(MAX_DEAD_LETTER_FINGERPRINTS)], 3)
+    assert len(state.dead_letter_fingerprints) == MAX_DEAD_LETTER_FINGERPRINTS
+    assert "second" not in state.dead_letter_fingerprints
+    assert "first" not in state.dead_letter_fingerprints
+    assert next(iter(state.dead_letter_fingerprints)) == "f0"

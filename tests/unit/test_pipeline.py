@@ -245,6 +245,29 @@ async def test_a_bill_without_an_id_is_dead_lettered_without_a_key() -> None:
     assert letter.value == b"[1,2]"
 
 
+async def test_a_bill_without_an_id_listed_again_is_dead_lettered_once() -> None:
+    """Sweeps and audits list it again and again; its content is what tells it apart, in the
+    same batch, in later batches and after a restart."""
+    sink = FakeSink()
+    pipeline = await started(sink)
+    no_id = bill(0, id="not-a-number", starttime="2026-11-26 09:15:00")
+    other = bill(0, id=None, billsec=7)
+    first = await pipeline._commit_batch(batch(no_id, bill(1), dict(no_id)))
+    summary = await pipeline._commit_batch(batch(bill(1), no_id, other, mode="sweep"))
+    letters = sink.on("cdr.calls.dlq")
+    assert [orjson.loads(m.value) for m in letters] == [no_id, other]
+    assert (summary.dead_lettered, summary.deduplicated) == (1, 2)
+    state = pipeline.state
+    assert len(state.dead_letter_fingerprints) == 2
+    assert state.dead_lettered_total == 2
+    # each dial hour is counted once, so the audit finds the hour complete
+    assert [len(s.dead_letter_start_ms) for s in (first, summary)] == [1, 1]
+    restarted_sink = FakeSink()
+    restarted = await started(restarted_sink, sink.transactions[-1][-1].value)
+    await restarted._commit_batch(batch(dict(other), no_id, mode="audit"))
+    assert restarted_sink.transactions == []
+
+
 async def test_a_retryable_commit_failure_commits_the_same_messages_again() -> None:
     sink = FakeSink()
     pipeline = await started(sink)
