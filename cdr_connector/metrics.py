@@ -134,7 +134,8 @@ RECORDS_PRODUCED = Counter(
 )
 RECORDS_DEDUPLICATED = Counter(
     "cdr_connector_records_deduplicated_total",
-    "Bills dropped because their id was already committed or seen twice in one cycle.",
+    "Bills dropped as already committed or seen twice in one cycle: by id, or by content for a "
+    "bill without a usable id.",
     ["source"],
     registry=REGISTRY,
 )
