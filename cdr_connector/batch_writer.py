@@ -13,14 +13,18 @@ either way, and tests run both builds.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from cdr_connector.bill_writer import BillWriter, EncodedRecord
-from cdr_connector.checkpoint import CommittedIds, hour_start
+from cdr_connector.checkpoint import CommittedIds
 from cdr_connector.errors import RecordError
 from cdr_connector.kafka_sink import OutgoingMessage
 from cdr_connector.poller import bill_id
 from cdr_connector.records import LONG_MIN
+
+# `checkpoint.hour_start`, written out: from compiled code a call into that interpreted module
+# cost about 90 ns a record. Tests hold the two to the same hours.
+HOUR_MS: Final = 3_600_000
 
 Header = tuple[str, str | bytes | None]
 CallKind = tuple[str, int, bool]
@@ -56,7 +60,7 @@ class RecordTallies:
         self.unknown_fields = 0
         self.end_times_ms: list[int] = []
         self.start_hours: dict[int, int] = {}
-        """The hour each record was dialled in (`checkpoint.hour_start`) -> how many."""
+        """The hour each record was dialled in (as `checkpoint.hour_start` has it) -> how many."""
         self.calls: dict[CallKind, int] = {}
         self.billed_seconds: dict[str, int] = {}
         """direction -> billsec added up"""
@@ -70,7 +74,8 @@ class RecordTallies:
         return [max(0.0, now - end_ms / 1000) for end_ms in self.end_times_ms]
 
     def add(self, record: EncodedRecord) -> None:
-        hour = hour_start(record.starttime)
+        start_ms = record.starttime
+        hour = start_ms - start_ms % HOUR_MS
         self.start_hours[hour] = self.start_hours.get(hour, 0) + 1
         self.end_times_ms.append(record.endtime)
         self.unknown_fields += record.unknown_fields

@@ -14,11 +14,13 @@ import pytest
 
 from cdr_connector import batch_writer
 from cdr_connector.avro import SingleObjectEncoder, decode
-from cdr_connector.bill_writer import BillWriter
-from cdr_connector.checkpoint import CommittedIds
+from cdr_connector.bill_writer import BillWriter, EncodedRecord
+from cdr_connector.checkpoint import CommittedIds, hour_start
 from tests.unit import builds
 from tests.unit.test_pipeline import bill
 from tests.unit.test_records import context, utc_ms
+
+HOUR = 3_600_000
 
 HEADERS = (("cdr.source", b"acme"), ("cdr.schema", b"v1"))
 BUILDS = builds.both(batch_writer)
@@ -89,6 +91,18 @@ def test_messages_come_in_id_order_with_the_id_header_first(impl: ModuleType) ->
     assert {m.topic for m in messages} == {"cdr.calls"}
     assert messages[0].headers == [("cdr.id", b"3"), *HEADERS]
     assert messages[0].timestamp_ms == decode(messages[0].value)["endtime"]
+
+
+def test_tallies_put_a_record_in_the_hour_the_checkpoint_counts_it_in(impl: ModuleType) -> None:
+    """The audit compares the checkpoint's hours with the vendor's; the tallies feed them."""
+    starts = [0, 1, HOUR - 1, HOUR, HOUR + 1, utc_ms(2026, 11, 26, 23, 59, 59) + 999, -1, -HOUR]
+    tallies = impl.RecordTallies()
+    for start in starts:
+        tallies.add(EncodedRecord(1, b"k", b"v", start, start, False, "callout", 3, 0, 0))
+    expected: dict[int, int] = {}
+    for start in starts:
+        expected[hour_start(start)] = expected.get(hour_start(start), 0) + 1
+    assert tallies.start_hours == expected
 
 
 def test_tallies_add_up_the_records_by_hour_kind_and_direction(impl: ModuleType) -> None:
