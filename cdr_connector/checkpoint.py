@@ -168,8 +168,10 @@ class CheckpointState:
         for fingerprint in fingerprints:
             known.pop(fingerprint, None)
             known[fingerprint] = committed_at_ms
-        for oldest in list(known)[: max(0, len(known) - MAX_DEAD_LETTER_FINGERPRINTS)]:
-            del known[oldest]
+        excess = len(known) - MAX_DEAD_LETTER_FINGERPRINTS
+        if excess > 0:  # this runs for every transaction: no copy of the dict unless needed
+            for oldest in list(known)[:excess]:
+                del known[oldest]
 
     def forget_before(self, horizon_ms: int) -> None:
         self.committed.forget_before(horizon_ms)
