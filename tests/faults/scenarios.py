@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from confluent_kafka import Message
 
 from cdr_connector.simulator import FaultConfig, RunningSimulator, SimulatorConfig
@@ -303,25 +302,6 @@ async def finish(
         note=note,
     )
     return outcome, bills
-
-
-async def metrics_text(connector: ConnectorProcess) -> str:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{connector.http_port}/metrics") as response,
-    ):
-        assert response.status == 200
-        return await response.text()
-
-
-def metric_total(text: str, name: str, label: str = "") -> float:
-    """Sum of the samples of `name` on a Prometheus text page, over every label set or those
-    that contain `label` (such as 'mode="live"')."""
-    total = 0.0
-    for line in text.splitlines():
-        if (line.startswith(name + "{") or line.startswith(name + " ")) and label in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 # --- poison ---------------------------------------------------------------------------------

@@ -22,12 +22,16 @@ from tests.faults.scenarios import (
     Scene,
     dead_letter_ids,
     finish,
-    metric_total,
-    metrics_text,
     read_back,
     simulator_config,
 )
-from tests.integration.harness import Topics, admin_post, simulator_records
+from tests.integration.harness import (
+    Topics,
+    admin_post,
+    metric_total,
+    metrics_text,
+    simulator_records,
+)
 
 TRAFFIC_SECONDS = 90.0 if LONG else 15.0
 # Traffic goes on past TRAFFIC_SECONDS until every kind of fault was injected a few times:

@@ -19,11 +19,9 @@ from tests.faults.scenarios import (
     LONG,
     Scene,
     finish,
-    metric_total,
-    metrics_text,
     simulator_config,
 )
-from tests.integration.harness import Topics
+from tests.integration.harness import Topics, metric_total, metrics_text
 
 TRAFFIC_SECONDS = 60.0 if LONG else 10.0
 
