@@ -15,12 +15,11 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from cdr_connector.bill import ID_MIN, bill_id
 from cdr_connector.bill_writer import BillWriter, EncodedRecord
 from cdr_connector.checkpoint import CommittedIds
 from cdr_connector.errors import RecordError
 from cdr_connector.kafka_sink import OutgoingMessage
-from cdr_connector.poller import bill_id
-from cdr_connector.records import LONG_MIN
 
 # `checkpoint.hour_start`, written out: from compiled code a call into that interpreted module
 # cost about 90 ns a record. Tests hold the two to the same hours.
@@ -44,6 +43,14 @@ def record_too_large(value: bytes, limit: int) -> RecordError:
         f"({limit}); Kafka would refuse it. Raise the limit only together with the topic's "
         "max.message.bytes and librdkafka's message.max.bytes (kafka.client_config)",
         stage="encode",
+    )
+
+
+def unexpected_failure(exc: Exception) -> RecordError:
+    """A bill that made the writers raise something other than `RecordError`: dead-lettered
+    like any bad bill, so that no bill can stop the stream however it is malformed."""
+    return RecordError(
+        f"converting the bill failed unexpectedly ({type(exc).__name__}: {exc})", stage="convert"
     )
 
 
@@ -106,7 +113,7 @@ class BatchWriter:
         self._committed = committed
         # Live records come above every committed id: one comparison instead of a lookup.
         highest = committed.highest()
-        self._highest: int = LONG_MIN - 1 if highest is None else highest
+        self._highest: int = ID_MIN - 1 if highest is None else highest
         self._max_value_bytes = max_value_bytes
         self._seen: set[int] = set()
         self.records: list[EncodedRecord] = []
@@ -133,12 +140,18 @@ class BatchWriter:
                 if len(record.value) > max_value_bytes:
                     raise record_too_large(record.value, max_value_bytes)
             except RecordError as exc:
-                self.failures.append((bill, record_id, exc))
-                if record_id is not None:
-                    self.new_ids.append(record_id)
+                self._fail(bill, record_id, exc)
+                continue
+            except Exception as exc:
+                self._fail(bill, record_id, unexpected_failure(exc))
                 continue
             self.records.append(record)
             self.new_ids.append(record.id)
+
+    def _fail(self, bill: Any, record_id: int | None, error: RecordError) -> None:
+        self.failures.append((bill, record_id, error))
+        if record_id is not None:
+            self.new_ids.append(record_id)
 
     def messages(
         self, topic: str, constant_headers: tuple[Header, ...], tallies: RecordTallies

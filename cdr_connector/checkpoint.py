@@ -35,6 +35,7 @@ from typing import Any
 
 import orjson
 
+from cdr_connector.bill import raw_bytes
 from cdr_connector.errors import PermanentError
 
 STATE_VERSION = 1
@@ -228,7 +229,7 @@ class CheckpointState:
 
 
 def bill_fingerprint(bill: Any) -> str:
-    """What identifies a bill without a usable id: its content, keys in sorted order, hashed
-    to 16 hex digits (BLAKE2b, 8 bytes; a chance collision among a horizon's few is nil)."""
-    content = orjson.dumps(bill, option=orjson.OPT_SORT_KEYS)
-    return hashlib.blake2b(content, digest_size=8).hexdigest()
+    """What identifies a bill without a usable id: its content (keys in sorted order; the raw
+    bytes of an unreadable one), hashed to 16 hex digits (BLAKE2b, 8 bytes; a chance collision
+    among a horizon's few is nil)."""
+    return hashlib.blake2b(raw_bytes(bill, sort_keys=True), digest_size=8).hexdigest()

@@ -90,6 +90,10 @@ class SourceSettings(_Section):
     token_renew_before_seconds: PositiveSeconds = 600.0
     # The vendor documents 12 hours; renewing early keeps requests off the expiry edge.
     token_lifetime_seconds: PositiveSeconds = 12 * 3600.0
+    # An answer is read up to this many bytes and refused beyond (a broken or hostile server
+    # must not take the process past its memory limit). The default has room for a page of
+    # 1,000 bills of 32 KiB each; typical pages are about 450 KB.
+    max_answer_bytes: Annotated[int, Field(ge=64 * 1024)] = 32 * 1024 * 1024
     filters: Filters = Filters()
 
     @field_validator("name")
@@ -161,6 +165,9 @@ class PollSettings(_Section):
     retry_initial_seconds: PositiveSeconds = 0.5
     retry_max_seconds: PositiveSeconds = 30.0
     max_attempts: Annotated[int, Field(ge=1)] = 8
+    # A listing (sweep, audit, backfill) ends at its first short or empty page, and after this
+    # many pages whatever totalitems claims: 100 million records at 1,000 a page.
+    max_listing_pages: Annotated[int, Field(ge=1)] = 100_000
 
     @model_validator(mode="after")
     def _sweep_inside_lookback(self) -> PollSettings:
@@ -170,6 +177,22 @@ class PollSettings(_Section):
                 "state only covers the lookback horizon"
             )
         return self
+
+
+class BrakeSettings(_Section):
+    """When to stop live syncflag=1 reads: each one marks more records read at the vendor, and
+    if they cannot be published (a vendor format change, a bug) they are better left there.
+
+    Engaged when more than `dead_letter_ratio` of the last `window_bills` bills were
+    dead-lettered, or when `max_commit_failures` transactions in a row failed unexpectedly.
+    Sweeps and audits go on (they mark nothing), fetched batches are still committed, /readyz
+    says why. Only a restart releases it; `enabled = false` runs without it.
+    """
+
+    enabled: bool = True
+    window_bills: Annotated[int, Field(ge=10)] = 1000
+    dead_letter_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    max_commit_failures: Annotated[int, Field(ge=1)] = 5
 
 
 class KafkaSettings(_Section):
@@ -241,6 +264,7 @@ class Settings(BaseSettings):
 
     source: SourceSettings
     poll: PollSettings = PollSettings()
+    brake: BrakeSettings = BrakeSettings()
     kafka: KafkaSettings = KafkaSettings()
     avro: AvroSettings = AvroSettings()
     http: HttpSettings = HttpSettings()

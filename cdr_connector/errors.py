@@ -4,6 +4,9 @@
 briefly away); the caller backs off and tries again, honouring `retry_after` when set.
 `PermanentError`: trying again cannot help until a person changes something (credentials,
 configuration, a missing topic, a fenced producer); the message says what to change.
+`ApiContentError`: neither. The vendor's answer arrived whole, and asking the same again would
+bring the same content (an answer over the size limit): never retried as if the transport had
+failed, the caller works around it (a smaller page, a sweep) and keeps the stream going.
 
 Third-party exceptions are converted where they enter the project, with `raise ... from exc`,
 so the cause stays in the traceback.
@@ -53,6 +56,14 @@ class ApiRequestError(ApiError, PermanentError):
 
 class ApiAuthError(ApiError, PermanentError):
     """`ret` 601-604: the account, module or source IP is not authorised."""
+
+
+class ApiContentError(ApiError):
+    """The answer arrived but its content cannot be used as it is; see the module docstring."""
+
+
+class AnswerTooLargeError(ApiContentError):
+    """An answer exceeded `source.max_answer_bytes`; it was not read further."""
 
 
 class ApiResponseError(ApiTransientError):

@@ -33,7 +33,7 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 # Fixed label value sets, so dashboards and alerts can rely on them.
 API_SERVICES = ("login", "getbill", "recordfile")
-API_OUTCOMES = ("ok", "retryable", "permanent")
+API_OUTCOMES = ("ok", "retryable", "permanent", "content")
 API_ERROR_KINDS = (
     "transport",
     "timeout",
@@ -41,6 +41,8 @@ API_ERROR_KINDS = (
     "http_4xx",
     "bad_json",
     "bad_envelope",
+    "salvaged",
+    "too_large",
     "ret_400",
     "ret_500",
     "ret_600",
@@ -51,7 +53,8 @@ API_ERROR_KINDS = (
     "ret_other",
 )
 FETCH_MODES = ("live", "sweep", "audit", "backfill")
-DEAD_LETTER_REASONS = ("normalise", "encode", "other")
+DEAD_LETTER_REASONS = ("parse", "normalise", "encode", "convert", "other")
+BRAKE_REASONS = ("dead_letters", "commit_failures")
 DIRECTIONS = ("callin", "callout", "other")
 CALL_METHODS = ("0", "1", "2", "3", "4", "5", "6", "other")
 ANSWERED = ("true", "false")
@@ -89,6 +92,7 @@ LABEL_VALUES: dict[str, tuple[str, ...]] = {
     "answered": ANSWERED,
     "result": TRANSACTION_RESULTS,
     "code": KAFKA_ERROR_CODES,
+    "brake": BRAKE_REASONS,
 }
 """Every label's fixed set of values. The labels not listed take one value per process:
 `source` (the configured `source.name`), and `version` and `schema` of the build info."""
@@ -379,6 +383,36 @@ AUDIT_LAST_RUN = Gauge(
     registry=REGISTRY,
 )
 
+LISTING_TOTAL_MISMATCHES = Counter(
+    "cdr_connector_api_total_mismatch",
+    "GetBill listings whose totalitems disagreed with the bills their pages held (an inflated "
+    "or stale count); the listing ended at its first short or empty page regardless.",
+    ["source", "mode"],
+    registry=REGISTRY,
+)
+ANSWER_SKIPPED = Counter(
+    "cdr_connector_api_pages_skipped",
+    "One-bill GetBill pages larger than source.max_answer_bytes, skipped by a sweep, audit or "
+    "backfill: the bill stays with the vendor (raise the limit and backfill its window).",
+    ["source"],
+    registry=REGISTRY,
+)
+BRAKE_ENGAGED = Gauge(
+    "cdr_connector_brake_engaged",
+    "1 while live syncflag=1 reads are stopped (brake: dead_letters when most recent bills "
+    "were dead-lettered, commit_failures when transactions kept failing unexpectedly); a "
+    "restart releases it.",
+    ["source", "brake"],
+    registry=REGISTRY,
+)
+COMMIT_FAILURES = Counter(
+    "cdr_connector_commit_failures",
+    "Transactions that failed with an unexpected error (not a Kafka error), aborted and "
+    "tried again with backoff.",
+    ["source"],
+    registry=REGISTRY,
+)
+
 
 def init_source(source: str, *, version: str, schema: str) -> None:
     """Publish the build info and create every labelled series of `source` at zero.
@@ -396,9 +430,14 @@ def init_source(source: str, *, version: str, schema: str) -> None:
         END_TO_END_LATENCY,
         SWEEP_RECOVERED,
         AUDIT_REPAIRED,
+        ANSWER_SKIPPED,
+        COMMIT_FAILURES,
     ):
         metric.labels(source)
+    for brake in BRAKE_REASONS:
+        BRAKE_ENGAGED.labels(source, brake).set(0)
     for mode in FETCH_MODES:
+        LISTING_TOTAL_MISMATCHES.labels(source, mode)
         RECORDS_FETCHED.labels(source, mode)
         RECORDS_PRODUCED.labels(source, mode)
         POLL_CYCLE_DURATION.labels(source, mode)

@@ -24,6 +24,14 @@ the fetching of further records (which the server would consider delivered) with
 Duplicate removal happens in the committer, not the fetcher, because only there is the set of
 committed ids certain: a sweep and the live stream may fetch the same record, and whichever
 batch commits second drops it.
+
+No bill can stop the stream: whatever a bill holds, converting it either makes a record or a
+dead letter (`bill`, `batch_writer`). A transaction that fails with an unexpected error (a
+bug, not Kafka) is aborted, the state is read back from the state topic (it may have been
+advanced in memory for the failed transaction) and the same batches are tried again with
+backoff; the brake (`brake`) stops live reads after a few such failures in a row, or when most
+recent bills are dead letters, and /readyz says why. The process stays up either way: a crash
+would only read the same bills again at the next start.
 """
 
 from __future__ import annotations
@@ -42,14 +50,22 @@ from cdr_connector import metrics
 from cdr_connector.avro import RecordEncoder
 from cdr_connector.backoff import Backoff
 from cdr_connector.batch_writer import BatchWriter, RecordTallies
+from cdr_connector.bill import MAX_END_AHEAD_MS, dial_time_ms, raw_bytes
 from cdr_connector.bill_writer import BillWriter
+from cdr_connector.brake import Brake
 from cdr_connector.checkpoint import CheckpointState, bill_fingerprint
 from cdr_connector.clock import Clock
 from cdr_connector.config import Settings
-from cdr_connector.errors import PermanentError, RecordError, RetryableError
+from cdr_connector.errors import (
+    ApiContentError,
+    CdrConnectorError,
+    PermanentError,
+    RecordError,
+    RetryableError,
+)
 from cdr_connector.kafka_sink import OutgoingMessage, Sink, read_latest_state
 from cdr_connector.poller import FetchedBatch, Poller, RoundFailedError
-from cdr_connector.records import RecordContext, dial_time_ms
+from cdr_connector.records import RecordContext
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +105,13 @@ class PipelineStatus:
     logged_in: bool = False
     stopping: bool = False
     failure: str | None = None
+    brake: str | None = None
 
     def not_ready_reason(self) -> str | None:
         if self.failure:
             return self.failure
+        if self.brake:
+            return self.brake
         if self.stopping:
             return "shutting down"
         for ready, what in (
@@ -170,6 +189,7 @@ class Pipeline:
             settings.poll.retry_initial_seconds, settings.poll.retry_max_seconds, random.Random()
         )
         self._fetch_failures = 0
+        self._brake = Brake(settings.brake)
         self.status = PipelineStatus()
 
     @property
@@ -196,10 +216,7 @@ class Pipeline:
     async def _start(self) -> None:
         await self._sink.start()
         self.status.kafka_ready = True
-        key = self._source.encode()
-        payload = await asyncio.to_thread(self._state_reader, self._settings, key)
-        if payload is not None:
-            self._state = CheckpointState.decode(payload)
+        await self._load_state()
         self._publish_state_metrics()
         # Computed at every scrape, so it keeps growing while a cycle is stuck or slow.
         metrics.FRESHNESS_LAG.labels(self._source).set_function(self._freshness_lag)
@@ -209,6 +226,20 @@ class Pipeline:
             len(self._state.committed),
             len(self._state.committed.ranges),
         )
+
+    async def _load_state(self) -> None:
+        """The last committed state from the state topic (read_committed), or a new one."""
+        payload = await asyncio.to_thread(self._state_reader, self._settings, self._source_bytes)
+        state = CheckpointState(source=self._source)
+        if payload is not None:
+            state = CheckpointState.decode(payload)
+        horizon_ms = int(self._clock.time() * 1000) + MAX_END_AHEAD_MS
+        if state.newest_end_ms > horizon_ms:
+            # Written before the bounds on times existed, by a far-future bill: it would keep
+            # the freshness lag at zero for good.
+            log.warning("the state's newest end time is in the future; freshness starts anew")
+            state.newest_end_ms = 0
+        self._state = state
 
     # --- feeding ----------------------------------------------------------------------------
 
@@ -227,6 +258,9 @@ class Pipeline:
 
     async def _live_loop(self, queue: asyncio.Queue[FetchedBatch | None]) -> None:
         while not self._stop.is_set():
+            if self._brake.engaged:
+                await self._stop.wait()  # only a restart releases the brake
+                continue
             started = self._clock.monotonic()
             if not await self._retrying(self._live_cycle_into(queue), queue):
                 # A failed syncflag=1 request may have been answered after all, its records
@@ -244,7 +278,7 @@ class Pipeline:
                 metrics.API_BACKLOG.labels(self._source).set(batch.backlog)
             await queue.put(batch)
             del batch  # the committer's is the last reference (see Poller.live_cycle)
-            if self._stop.is_set():
+            if self._stop.is_set() or self._brake.engaged:
                 return
 
     async def _sweep_loop(self, queue: asyncio.Queue[FetchedBatch | None]) -> None:
@@ -354,6 +388,12 @@ class Pipeline:
         return True
 
     async def _after_fetch_error(self, cause: BaseException) -> None:
+        if isinstance(cause, ApiContentError):
+            # Asking again would bring the same answer; what it held is found by a sweep.
+            self._fetch_failures += 1
+            log.error("%s; not asked again as is (a sweep recovers its records)", cause)
+            await self._pause(self._backoff.delay(self._fetch_failures))
+            return
         if not isinstance(cause, RetryableError):
             if isinstance(cause, PermanentError):
                 self.status.failure = str(cause)
@@ -411,8 +451,56 @@ class Pipeline:
         return summary
 
     async def _commit_batches(self, batches: list[FetchedBatch]) -> list[CommitSummary]:
-        """Convert `batches` in order and commit them in one transaction. Each batch's
-        messages end with the state after it, so the last one is the state after all."""
+        """Convert `batches` in order and commit them in one transaction, until that succeeds.
+
+        An unexpected error (not one of ours: a bug) aborts the attempt: the state is read back
+        from the state topic, since converting may have advanced it for a transaction that
+        never committed, and the same batches are tried again after a backoff. The brake
+        counts such failures in a row. A stop requested meanwhile gives the batches up: their
+        records were never committed, and the next start's sweep finds them.
+        """
+        failures = 0
+        while True:
+            try:
+                return await self._convert_and_commit(batches)
+            except CdrConnectorError:
+                raise
+            except Exception as exc:  # the process must outlive a bug
+                failures += 1
+                await self._after_commit_failure(exc, failures)
+                if self._stop.is_set():
+                    log.error("stopping with %d uncommitted batch(es)", len(batches))
+                    return []
+
+    async def _after_commit_failure(self, error: Exception, failures: int) -> None:
+        metrics.COMMIT_FAILURES.labels(self._source).inc()
+        delay = self._backoff.delay(failures)
+        log.error(
+            "a transaction failed unexpectedly (%s: %s); it is aborted, the state read back "
+            "and the batch tried again in %.1f s",
+            type(error).__name__,
+            error,
+            delay,
+            exc_info=error,
+        )
+        if self._brake.commit_failed(error):
+            self._on_brake()
+        try:
+            await self._load_state()
+        except Exception as exc:  # tried again with the batch
+            log.error("reading the state back failed too (%s)", exc)
+        await self._pause(delay)
+
+    def _on_brake(self) -> None:
+        kind, reason = self._brake.kind, self._brake.reason
+        assert kind is not None and reason is not None
+        self.status.brake = reason
+        metrics.BRAKE_ENGAGED.labels(self._source, kind).set(1)
+        log.error("%s", reason, extra={"event": "brake", "brake": kind})
+
+    async def _convert_and_commit(self, batches: list[FetchedBatch]) -> list[CommitSummary]:
+        """Each batch's messages end with the state after it, so the last one is the state
+        after all."""
         started = self._clock.monotonic()
         summaries: list[CommitSummary] = []
         messages: list[OutgoingMessage] = []
@@ -425,6 +513,8 @@ class Pipeline:
         ended = self._clock.monotonic()
         for batch, summary in zip(batches, summaries, strict=True):
             self._after_commit(batch, summary)
+            if self._brake.observe(summary.produced, summary.dead_lettered):
+                self._on_brake()
             if batch.mode != "live":
                 metrics.POLL_CYCLE_DURATION.labels(self._source, batch.mode).observe(
                     ended - started
@@ -482,7 +572,7 @@ class Pipeline:
                 summary.dead_letter_fingerprints.append(fingerprint)
             letters.append(self._dead_letter(bill, record_id, error, batch))
             summary.dead_letter_stages.append(error.stage)
-            dead_start = dial_time_ms(bill, self._settings.source.zone)
+            dead_start = dial_time_ms(bill, self._settings.source.zone, batch.fetched_at_ms)
             if dead_start is not None:
                 summary.dead_letter_start_ms.append(dead_start)
         summary.dead_lettered = len(letters)
@@ -492,7 +582,7 @@ class Pipeline:
         self, bill: Any, record_id: int | None, error: RecordError, batch: FetchedBatch
     ) -> OutgoingMessage:
         headers: list[tuple[str, str | bytes | None]] = [
-            ("cdr.error", str(error)[:_MAX_HEADER_TEXT].encode()),
+            ("cdr.error", str(error)[:_MAX_HEADER_TEXT].encode(errors="backslashreplace")),
             ("cdr.stage", error.stage.encode()),
             ("cdr.source", self._source.encode()),
             ("cdr.fetch_mode", batch.mode.encode()),
@@ -502,7 +592,7 @@ class Pipeline:
             headers.append(("cdr.field", error.field.encode()))
         if record_id is not None:
             headers.append(("cdr.id", str(record_id).encode()))
-        value = orjson.dumps(bill)
+        value = raw_bytes(bill)
         limit = self._settings.kafka.max_value_bytes
         if len(value) > limit:
             # Too large for the dead-letter topic as well: its beginning, still JSON (quoting

@@ -15,20 +15,34 @@ removed by id when the batch is committed, against the committed state.
 Every bill that was returned is handed on, even when another request of the same round failed:
 a returned bill is already marked on the server and would otherwise only come back through a
 sweep.
+
+Neither a cycle nor a listing trusts `totalitems`: each ends at its first short or empty page,
+and after `poll.max_listing_pages` pages at most, so an inflated count cannot make it endless.
+A listing whose pages disagree with its count says so (a log line and a metric). A listing page
+over `source.max_answer_bytes` is asked for again in smaller pages (down to one bill), since
+with syncflag 2 or 3 nothing is marked; a live page that large has marked its records already,
+and a sweep finds them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from cdr_connector import metrics
 from cdr_connector.api import BillPage, BillQuery, VendorApi
+from cdr_connector.bill import bill_id
 from cdr_connector.clock import Clock
 from cdr_connector.config import Filters, PollSettings, SourceSettings
+from cdr_connector.errors import AnswerTooLargeError
+
+log = logging.getLogger(__name__)
 
 FetchMode = Literal["live", "sweep", "audit", "backfill"]
 
@@ -54,20 +68,6 @@ class RoundFailedError(Exception):
         super().__init__(str(cause))
         self.batch = batch
         self.cause = cause
-
-
-def bill_id(bill: Any) -> int | None:
-    """The bill's id as an int, or None when it has no usable id."""
-    if not isinstance(bill, dict):
-        return None
-    value = bill.get("id")
-    if type(value) is int:  # the common case first: this runs once per bill
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
 
 
 class Poller:
@@ -97,7 +97,7 @@ class Poller:
         paging = False
         next_page = 1
         previous_ids: set[int | None] = set()
-        while remaining is None or remaining > 0:
+        while (remaining is None or remaining > 0) and next_page <= self._poll.max_listing_pages:
             count = 1 if remaining is None else min(concurrency, math.ceil(remaining / page_size))
             pages = list(range(next_page, next_page + count)) if paging else [1] * count
             queries = [self._query(start, end, 1, page) for page in pages]
@@ -107,12 +107,14 @@ class Poller:
             batch = FetchedBatch("live", _bills_of(answers), self._now_ms(), min(totals))
             ids = set(map(bill_id, batch.bills))  # a loop in C: this sees every bill
             ids.discard(None)
+            # A short page: the unqueried records ran out while this round was served.
+            short = any(len(answer.bills) < page_size for answer in answers)
             # No reference to this round's bills stays here while the next round is fetched:
             # the committer frees them after their commit, in the wait for the next answers,
             # rather than just as the next round's requests are due to leave.
             del answers
             yield batch
-            if not batch.bills:
+            if not batch.bills or short:
                 return
             del batch
             if not paging and ids and ids <= previous_ids:
@@ -129,15 +131,98 @@ class Poller:
     async def listing(
         self, start: datetime, end: datetime, syncflag: Literal[2, 3], mode: FetchMode
     ) -> AsyncIterator[FetchedBatch]:
-        """Every record of a window, read without marking, `concurrency` pages per batch."""
-        first = await self._fetch_round([self._query(start, end, syncflag, 1)], mode)
-        yield FetchedBatch(mode, _bills_of(first), self._now_ms())
-        last_page = math.ceil(first[0].totalitems / self._poll.page_size)
+        """Every record of a window, read without marking, `concurrency` pages per batch,
+        until a short or empty page, the count's last page, or `max_listing_pages`."""
+        page_size = self._poll.page_size
+        (first,) = await self._read_pages(start, end, syncflag, mode, [1])
+        yield FetchedBatch(mode, first.bills, self._now_ms())
+        total = first.totalitems
+        last_page = self._poll.max_listing_pages
+        if total is not None:
+            last_page = min(math.ceil(total / page_size), last_page)
+        seen, short, page = first.count, first.count < page_size, 1
         for low in range(2, last_page + 1, self._poll.concurrency):
+            if short:
+                break
             high = min(last_page, low + self._poll.concurrency - 1)
-            queries = [self._query(start, end, syncflag, p) for p in range(low, high + 1)]
-            answers = await self._fetch_round(queries, mode)
-            yield FetchedBatch(mode, _bills_of(answers), self._now_ms())
+            reads = await self._read_pages(start, end, syncflag, mode, range(low, high + 1))
+            yield FetchedBatch(mode, [bill for r in reads for bill in r.bills], self._now_ms())
+            seen += sum(r.count for r in reads)
+            short = any(r.count < page_size for r in reads)
+            page = high
+        if total is not None and seen < total:
+            self._count_mismatch(mode, total, seen, page, short)
+
+    def _count_mismatch(
+        self, mode: FetchMode, total: int, seen: int, pages: int, short: bool
+    ) -> None:
+        metrics.LISTING_TOTAL_MISMATCHES.labels(self._source.name, mode).inc()
+        why = "a short or empty page ended it" if short else "poll.max_listing_pages ended it"
+        log.warning(
+            "a %s listing held %d bills in %d page(s) where totalitems claimed %d; %s",
+            mode,
+            seen,
+            pages,
+            total,
+            why,
+            extra={"event": "total_mismatch", "mode": mode, "total": total, "seen": seen},
+        )
+
+    async def _read_pages(
+        self,
+        start: datetime,
+        end: datetime,
+        syncflag: Literal[2, 3],
+        mode: FetchMode,
+        pages: Sequence[int],
+    ) -> list[_PageRead]:
+        queries = [self._query(start, end, syncflag, page) for page in pages]
+        results = await asyncio.gather(
+            *(self._read_page(query) for query in queries), return_exceptions=True
+        )
+        reads = [r for r in results if isinstance(r, _PageRead)]
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            partial = FetchedBatch(mode, [bill for r in reads for bill in r.bills], self._now_ms())
+            raise RoundFailedError(partial, failures[0]) from failures[0]
+        return reads
+
+    async def _read_page(self, query: BillQuery) -> _PageRead:
+        """One listing page; over the answer size limit, the same records in smaller pages."""
+        try:
+            answer = await self._api.get_bills(query)
+        except AnswerTooLargeError as exc:
+            return await self._read_in_parts(query, exc)
+        return _PageRead(answer.bills, answer.totalitems, len(answer.bills))
+
+    async def _read_in_parts(self, query: BillQuery, error: AnswerTooLargeError) -> _PageRead:
+        size = _smaller_page_size(query.page_size)
+        if size is None:
+            metrics.ANSWER_SKIPPED.labels(self._source.name).inc()
+            log.error(
+                "a one-bill page (%s to %s, syncflag %d, page %d) is skipped: %s. The bill stays "
+                "with the vendor: raise source.max_answer_bytes and backfill this window",
+                query.start,
+                query.end,
+                query.syncflag,
+                query.page,
+                error,
+            )
+            return _PageRead([], None, 1)  # counted as read, so the listing goes on past it
+        parts = query.page_size // size
+        first = (query.page - 1) * parts + 1
+        log.warning("%s; asking for its records in %d pages of %d", error, parts, size)
+        bills: list[Any] = []
+        count, totals = 0, []
+        for page in range(first, first + parts):  # one at a time: they are large
+            part = await self._read_page(dataclasses.replace(query, page=page, page_size=size))
+            bills += part.bills
+            count += part.count
+            if part.totalitems is not None:
+                totals.append(part.totalitems)
+            if part.count < size:
+                break
+        return _PageRead(bills, max(totals, default=None), count)
 
     async def count(self, start: datetime, end: datetime) -> int:
         """The vendor's count of all records (syncflag=3) with a dial time in [start, end]."""
@@ -195,6 +280,26 @@ class Poller:
 
     def _now_ms(self) -> int:
         return int(self._clock.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class _PageRead:
+    """A listing page as read: its bills, the count the server claimed (None when no answer
+    said), and how many bills it held (a skipped oversized bill included, so that it does not
+    end the listing)."""
+
+    bills: list[Any]
+    totalitems: int | None
+    count: int
+
+
+def _smaller_page_size(size: int) -> int | None:
+    """The largest page size below `size` that divides it (so the smaller pages cover the
+    same records exactly), or None for a page of one bill."""
+    for divisor in range(2, size + 1):
+        if size % divisor == 0:
+            return size // divisor
+    return None
 
 
 def _bills_of(answers: Sequence[BillPage]) -> list[Any]:

@@ -5,7 +5,15 @@ envelope `{"ret", "data": {"status", "desc", "result", ...}, "msg"}`. How an ans
 
 - HTTP 5xx, 408, 429: retryable (`Retry-After` in seconds is honoured, up to the backoff cap).
   Any other HTTP 4xx: permanent (401/403/407 as ApiAuthError, the rest as ApiRequestError).
-- A body that is not JSON, or JSON that is not the envelope: ApiResponseError, retryable.
+- An answer larger than `source.max_answer_bytes`: AnswerTooLargeError, read no further and
+  never retried (the same request brings the same answer); the poller asks for smaller pages.
+- A body orjson rejects is read again by a tolerant parser (`salvage`): when only some bills
+  are unreadable (invalid UTF-8, a lone surrogate, NaN, nesting too deep), the page is used,
+  each such bill an `UnreadableBill` that is dead-lettered with its raw bytes. A content fault
+  is not retried as if it were a transport fault.
+- A body whose structure cannot be read even so (cut short, an HTML page, a PHP warning before
+  the JSON), or JSON that is not the envelope: ApiResponseError, retryable: that is the
+  transport's or a proxy's fault, not the vendor's data.
 - `ret` 200 with `data.status` 0: success, `data.result` is the answer.
 - `ret` 200 with `data.status` other than 0: the server understood the request and reports
   that the operation failed (`data.desc` says why). Asking again with the same parameters is
@@ -38,16 +46,20 @@ from yarl import URL
 
 from cdr_connector import __version__, metrics
 from cdr_connector.api.models import BillPage, BillQuery, int_like
+from cdr_connector.api.salvage import salvage
 from cdr_connector.backoff import Backoff
+from cdr_connector.bill import UnreadableBill
 from cdr_connector.clock import Clock, SystemClock
 from cdr_connector.config import PollSettings, SourceSettings
 from cdr_connector.errors import (
+    AnswerTooLargeError,
     ApiAuthError,
     ApiError,
     ApiRequestError,
     ApiResponseError,
     ApiTransientError,
     ConfigError,
+    PermanentError,
     RetryableError,
     TokenExpiredError,
 )
@@ -94,10 +106,13 @@ class VendorApi(Protocol):
 
     Retried, with exponential backoff and full jitter between attempts, up to
     `poll.max_attempts` attempts in all: transport errors and timeouts, HTTP 5xx (and 408,
-    429), `ret` 500, unknown `ret` codes, and bodies that are not JSON or not the documented
-    envelope or page. `ret` 600 (token expired) renews the token and retries at once; it counts
-    as an attempt. After the last attempt: ApiTransientError naming the service, the number of
-    attempts and the last error, which is chained as the cause.
+    429), `ret` 500, unknown `ret` codes, and bodies whose JSON structure cannot be read or that
+    are not the documented envelope or page. Never retried as is, raised at once as
+    ApiContentError: an answer over `source.max_answer_bytes` (AnswerTooLargeError). A page
+    with unreadable bills is no error: they come as `UnreadableBill`s among the others. `ret`
+    600 (token expired) renews the token and retries at once; it counts as an attempt. After
+    the last attempt: ApiTransientError naming the service, the number of attempts and the
+    last error, which is chained as the cause.
 
     Not retried, raised at once as PermanentError (a person must act; the message says what to
     change): ApiRequestError for `ret` 400, other HTTP 4xx and `data.status` != 0; ApiAuthError
@@ -341,12 +356,12 @@ class VendorApiClient:
         outcome: str | None = None
         try:
             answer = await self._post(service, form)
-            result = _result_of(service, answer, self._redact)
+            result = _result_of(service, answer, self._redact, self._salvaged)
             value = _read_result(read, result, len(answer.body))
             outcome = "ok"
             return value
         except _CountedError as failure:
-            outcome = "retryable" if isinstance(failure.error, RetryableError) else "permanent"
+            outcome = _outcome_of(failure.error)
             metrics.API_ERRORS.labels(source, failure.kind).inc()
             raise failure.error from failure.__cause__
         finally:
@@ -356,11 +371,20 @@ class VendorApiClient:
             if outcome is not None:  # a cancelled request has no outcome
                 metrics.API_REQUESTS.labels(source, label, outcome).inc()
 
+    def _salvaged(self, service: str, unreadable: int) -> None:
+        metrics.API_ERRORS.labels(self._source.name, "salvaged").inc()
+        log.warning(
+            "%s: the answer is not valid JSON as a whole; read bill by bill, %d bill(s) "
+            "unreadable (dead-lettered with their raw bytes)",
+            service,
+            unreadable,
+        )
+
     async def _post(self, service: str, form: Mapping[str, str]) -> _HttpAnswer:
         session = self._session_in_use()
         try:
             async with session.post(self._url, data=form, timeout=self._timeout) as response:
-                body = await response.read()
+                body = await self._read_body(service, response)
                 return _HttpAnswer(
                     response.status,
                     body,
@@ -376,6 +400,31 @@ class VendorApiClient:
             detail = self._redact(str(exc)) or "connection failed"
             error = ApiTransientError(f"{service}: {type(exc).__name__}: {detail}")
             raise _CountedError("transport", error) from exc
+
+    async def _read_body(self, service: str, response: aiohttp.ClientResponse) -> bytes:
+        """The body, read while it arrives and refused once it exceeds the limit. The rest of
+        an oversized answer is counted, not kept, so that the error can say how large it was.
+        """
+        limit = self._source.max_answer_bytes
+        declared = response.content_length
+        if declared is not None and declared > limit:
+            raise _too_large(service, limit, f"it declares {declared} bytes (Content-Length)")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                break
+            chunks.append(chunk)
+        else:
+            return b"".join(chunks)
+        del chunks
+        try:
+            async for chunk in response.content.iter_any():
+                size += len(chunk)
+        except TimeoutError:
+            raise _too_large(service, limit, f"more than {size} bytes, still arriving") from None
+        raise _too_large(service, limit, f"it was {size} bytes")
 
     def _session_in_use(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -395,8 +444,28 @@ class VendorApiClient:
 # --- reading answers (pure) -------------------------------------------------------------
 
 
-def _result_of(service: str, answer: _HttpAnswer, redact: Callable[[str], str]) -> Any:
-    """`data.result` of a successful answer; otherwise a _CountedError with its metric kind."""
+def _too_large(service: str, limit: int, how_large: str) -> _CountedError:
+    error = AnswerTooLargeError(
+        f"{service}: the answer is larger than source.max_answer_bytes ({limit}): {how_large}"
+    )
+    return _CountedError("too_large", error)
+
+
+def _outcome_of(error: ApiError) -> str:
+    if isinstance(error, RetryableError):
+        return "retryable"
+    return "permanent" if isinstance(error, PermanentError) else "content"
+
+
+def _result_of(
+    service: str,
+    answer: _HttpAnswer,
+    redact: Callable[[str], str],
+    salvaged: Callable[[str, int], None],
+) -> Any:
+    """`data.result` of a successful answer; otherwise a _CountedError with its metric kind.
+    `salvaged` hears of an answer that was read bill by bill, and of how many were unreadable.
+    """
     if answer.status >= 500:
         error = ApiTransientError(
             f"{service}: HTTP {answer.status}: {_body_excerpt(answer, redact)}",
@@ -409,12 +478,23 @@ def _result_of(service: str, answer: _HttpAnswer, redact: Callable[[str], str]) 
         # On the loop: a 1000-bill page (~450 KB) parses in about 1 ms with orjson.
         document = orjson.loads(answer.body)
     except orjson.JSONDecodeError as exc:
+        document = salvage(answer.body)
+        if document is not None:
+            salvaged(service, _unreadable_bills(document))
+            return _envelope_result(service, document, redact)
         error = ApiResponseError(
             f"{service}: the answer is not JSON (HTTP {answer.status}, {answer.content_type}, "
             f"{len(answer.body)} bytes: {_body_excerpt(answer, redact)})"
         )
         raise _CountedError("bad_json", error) from exc
     return _envelope_result(service, document, redact)
+
+
+def _unreadable_bills(document: Any) -> int:
+    data = document.get("data") if isinstance(document, dict) else None
+    result = data.get("result") if isinstance(data, dict) else None
+    bills = result.get("bills") if isinstance(result, dict) else None
+    return sum(isinstance(b, UnreadableBill) for b in bills) if isinstance(bills, list) else 0
 
 
 def _http_4xx_error(service: str, answer: _HttpAnswer, redact: Callable[[str], str]) -> ApiError:

@@ -1,5 +1,18 @@
 """`/admin/`: switch faults, inject and generate records, and see what the simulator did.
-Plain JSON in and out; errors are HTTP 400 with `{"error": "..."}`. Faults never touch these."""
+Plain JSON in and out; errors are HTTP 400 with `{"error": "..."}`. Faults never touch these.
+
+Poison by name, so that a test gets exactly the malformed bills it wants rather than waiting
+for `poison_rate` to draw them:
+- `GET /admin/poison` answers `{"kinds": ["id_as_string", ...]}`, every kind of poison.py in
+  SHAPE order.
+- `POST /admin/poison` takes `{"kind": "<name>", "count": n}` (`count` 1..MAX_GENERATE, 1 if
+  absent) or a non-empty list of such objects, and makes that many generated calls visible
+  now, each served malformed that way, exactly as `poison_rate` would serve it. It answers
+  `{"ids": [...], "kinds": [...]}`: the ids they took, in order, and each one's kind.
+
+`GET /admin/records` lists every record with its kind (`poison`) and, when poisoned, the id it
+was made with (`poison_id`); see `RecordStore.listing`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +21,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from cdr_connector.simulator.poison import KIND_NAMES, SHAPES
 from cdr_connector.simulator.state import STATE
 
 MAX_GENERATE = 100_000  # per call, to keep the event loop responsive (about 0.5 s)
@@ -87,6 +101,47 @@ async def generate(request: web.Request) -> web.Response:
     return _json({"first_id": ids.start, "last_id": ids.stop - 1, "count": len(ids)})
 
 
+@routes.get("/admin/poison")
+async def poison_kinds(request: web.Request) -> web.Response:
+    return _json({"kinds": list(KIND_NAMES)})
+
+
+@routes.post("/admin/poison")
+async def poison(request: web.Request) -> web.Response:
+    """Generated calls served malformed by name (see the module's docstring)."""
+    payload = await _body(request)
+    items = payload if isinstance(payload, list) else [payload]
+    if not items:
+        raise _bad_request("the body must be a poison request or a non-empty list of them")
+    wanted = [_poison_request(item) for item in items]
+    if sum(count for _, count in wanted) > MAX_GENERATE:
+        raise _bad_request(f"count must add up to at most {MAX_GENERATE}")
+    state = request.app[STATE]
+    ids: list[int] = []
+    kinds: list[str] = []
+    for shape, count in wanted:
+        ids.extend(state.generate_poison(shape, count))
+        kinds.extend([KIND_NAMES[shape - 1]] * count)
+    return _json({"ids": ids, "kinds": kinds})
+
+
+def _poison_request(item: Any) -> tuple[int, int]:
+    """`{"kind": name, "count": n}` -> (the kind's SHAPE, n), or HTTP 400 naming the fault."""
+    if not isinstance(item, dict):
+        raise _bad_request('a poison request is an object: {"kind": "<name>", "count": n}')
+    unknown = sorted(set(item) - {"kind", "count"})
+    if unknown:
+        raise _bad_request(f"unknown keys in a poison request: {unknown}")
+    kind = item.get("kind")
+    shape = SHAPES.get(kind) if isinstance(kind, str) else None
+    if shape is None:
+        raise _bad_request(f"kind must be one of {list(KIND_NAMES)}, got {kind!r}")
+    count = item.get("count", 1)
+    if not (type(count) is int and 1 <= count <= MAX_GENERATE):
+        raise _bad_request(f"count must be an integer in 1..{MAX_GENERATE}, got {count!r}")
+    return shape, count
+
+
 @routes.get("/admin/stats")
 async def stats(request: web.Request) -> web.Response:
     return _json(request.app[STATE].stats())
@@ -94,12 +149,13 @@ async def stats(request: web.Request) -> web.Response:
 
 @routes.get("/admin/records")
 async def records(request: web.Request) -> web.Response:
-    """Every visible record as GetBill renders it, whether queried or not:
-    `?after_id=0&limit=1000`; follow `next_after_id` until `records` is empty."""
+    """Every visible record as GetBill renders it, whether queried or not, with its poison
+    kind (`RecordStore.listing`): `?after_id=0&limit=1000`; follow `next_after_id` until
+    `records` is empty."""
     after_id = _int_param(request, "after_id", 0, 0, 10**18)
     limit = _int_param(request, "limit", 1000, 1, MAX_RECORDS_PAGE)
     store = request.app[STATE].store
-    bills = store.render_from(after_id, limit)
+    bills = store.listing(after_id, limit)
     next_after_id = after_id + len(bills)
     return _json({"records": bills, "next_after_id": next_after_id, "visible": len(store)})
 

@@ -37,7 +37,8 @@ class FaultConfig:
     # `competitor_batch` unqueried records. 0 switches it off.
     competitor_interval: float = 0.0
     competitor_batch: int = 10
-    # Fraction of generated bills (backlog, live, /admin/generate) served malformed.
+    # Fraction of generated bills (backlog, live, /admin/generate) served malformed, each in
+    # one of poison.py's kinds drawn uniformly (bad ids, bytes that are not JSON, ...).
     poison_rate: float = 0.0
 
     def __post_init__(self) -> None:

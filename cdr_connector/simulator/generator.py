@@ -281,6 +281,11 @@ class CallFactory:
         )
 
 
+def with_shape(row: Row, shape: int) -> Row:
+    """`row` served the `shape` way (see SHAPE): how a poison kind is asked for by name."""
+    return (*row[:SHAPE], shape, *row[SHAPE + 1 :])
+
+
 def backlog(
     pools: Pools, seed: int, count: int, *, end: float, span: float, poison_rate: float
 ) -> Iterator[Row]:

@@ -17,6 +17,7 @@ from cdr_connector.simulator.envelope import (
     BadRequestError,
     ServiceError,
 )
+from cdr_connector.simulator.poison import INFLATED_TOTALITEMS
 from cdr_connector.simulator.state import SimulatorState
 
 LOGIN = "App.Sip_Auth.Login"
@@ -70,8 +71,10 @@ async def get_bill(state: SimulatorState, form: Form, base_url: str) -> Answer:
             faults.count("racing")
             await asyncio.sleep(faults.config.race_delay_ms / 1000)
         store.mark(selection.positions)
+    # A page holding an `inflated_totalitems` bill reports an absurd total (poison.py).
+    total = INFLATED_TOTALITEMS if store.inflates(selection.positions) else selection.total
     result = {
-        "totalitems": selection.total,
+        "totalitems": total,
         "currentpage": bill_query.page,
         "itemsperpage": bill_query.per_page,
         "bills": store.render(selection.positions),

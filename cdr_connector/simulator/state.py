@@ -14,7 +14,7 @@ from aiohttp import web
 from cdr_connector.simulator.clock import Clock
 from cdr_connector.simulator.config import SimulatorConfig
 from cdr_connector.simulator.faults import FaultInjector
-from cdr_connector.simulator.generator import CallFactory, Pools, backlog
+from cdr_connector.simulator.generator import CallFactory, Pools, backlog, with_shape
 from cdr_connector.simulator.localtime import LocalTime
 from cdr_connector.simulator.store import RecordStore
 from cdr_connector.simulator.tokens import TokenRegistry
@@ -33,6 +33,7 @@ class SimulatorState:
         # /admin/generate produces and vice versa.
         self.live_calls = CallFactory(self.pools, random.Random(f"{config.seed}/live"))
         self._admin_calls = CallFactory(self.pools, random.Random(f"{config.seed}/generate"))
+        self._poison_calls = CallFactory(self.pools, random.Random(f"{config.seed}/poison"))
         self.requests: Counter[tuple[str, str]] = Counter()
         self.taken_by_competitor = 0
         self.unexpected_errors = 0
@@ -57,6 +58,13 @@ class SimulatorState:
         now = self.clock.time()
         poison_rate = self.faults.config.poison_rate
         return self.store.extend(self._admin_calls.call(now, poison_rate) for _ in range(count))
+
+    def generate_poison(self, shape: int, count: int) -> range:
+        """Make `count` more calls visible now, each served malformed the `shape` way (a
+        poison kind's SHAPE); returns their ids."""
+        now = self.clock.time()
+        calls = self._poison_calls
+        return self.store.extend(with_shape(calls.call(now), shape) for _ in range(count))
 
     def pause(self) -> None:
         self.paused = True

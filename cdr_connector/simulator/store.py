@@ -13,6 +13,10 @@ window covering everything, a `syncflag=1` page costs O(page + blocks) instead o
 Other filters (extnumber, destnumber, ...) scan every block in the window, about 0.15 s per
 million records: they are rare.
 
+Poisoned rows keep their SHAPE in a column and are malformed when rendered (poison.py); the
+positions of the rare rows that change their whole page (`inflated_totalitems`) are also kept
+in a set, so that a page without them pays one emptiness test.
+
 Injected raw bills (`inject`) take the next id and are served exactly as given; they are
 filtered by their `starttime` when it parses, and by each other field only when that field
 has a comparable value, so malformed bills are included rather than silently hidden.
@@ -28,7 +32,12 @@ from typing import Any
 
 from cdr_connector.simulator import generator as g
 from cdr_connector.simulator.localtime import LocalTime
-from cdr_connector.simulator.poison import Bill
+from cdr_connector.simulator.poison import (
+    INFLATED_TOTALITEMS_SHAPE,
+    Bill,
+    kind_name,
+    poison_listed,
+)
 from cdr_connector.simulator.render import DIRECTIONS, FIRST_ID, RAW, BillRenderer, PageRows
 
 _BLOCK_BITS = 10
@@ -117,6 +126,7 @@ class RecordStore:
         self._raw_recordings: set[str] = set()
         self._unqueried = 0
         self.poisoned = 0  # generated bills served malformed
+        self._inflating: set[int] = set()  # positions of `inflated_totalitems` bills
         # Per block: start-time range, unqueried count, raw bills inside.
         self._block_min: array[int] = array("q")
         self._block_max: array[int] = array("q")
@@ -149,11 +159,15 @@ class RecordStore:
         first = len(self)
         iterator = iter(rows)
         while chunk := _take(iterator, _CHUNK):
+            low = len(self)
             fields = list(zip(*chunk, strict=True))
             for column, values in zip(self._columns, fields, strict=True):
                 column.extend(values)
             shapes = fields[g.SHAPE]
-            self.poisoned += len(shapes) - shapes.count(g.WELL_FORMED) - shapes.count(RAW)
+            poisoned = len(shapes) - shapes.count(g.WELL_FORMED) - shapes.count(RAW)
+            if poisoned:
+                self.poisoned += poisoned
+                self._note_inflating(low, shapes)
             self._queried.extend(bytes(len(chunk)))
             self._unqueried += len(chunk)
             self._update_blocks(len(self) - len(chunk), len(self))
@@ -176,6 +190,11 @@ class RecordStore:
         self.extend([tuple(placeholder)])
         self._block_raw[position >> _BLOCK_BITS] += 1
         return position + FIRST_ID
+
+    def _note_inflating(self, low: int, shapes: Sequence[int]) -> None:
+        wanted = INFLATED_TOTALITEMS_SHAPE
+        if wanted in shapes:
+            self._inflating.update(low + i for i, shape in enumerate(shapes) if shape == wanted)
 
     def _update_blocks(self, low: int, high: int) -> None:
         starts = self._columns[g.START]
@@ -372,10 +391,30 @@ class RecordStore:
         """The bills at `positions` (in increasing order) as GetBill serves them."""
         return self._renderer.render(self.rows(positions))
 
-    def render_from(self, after_id: int, limit: int) -> list[Bill]:
-        """Up to `limit` bills with ids above `after_id`, in id order."""
+    def inflates(self, positions: Iterable[int]) -> bool:
+        """Whether a page of these records reports an inflated `totalitems` (poison.py)."""
+        return bool(self._inflating) and not self._inflating.isdisjoint(positions)
+
+    def listing(self, after_id: int, limit: int) -> list[Bill]:
+        """Up to `limit` records with ids above `after_id`, in id order, as `/admin/records`
+        shows them: as GetBill serves them (raw-bytes poison as it was before its bytes were
+        broken, see poison.py), each with `poison`, its kind's name or None (a well-formed or
+        an injected bill), and each poisoned one with `poison_id`, the id it was made with,
+        since its served `id` may be destroyed. Fresh dicts: an injected bill is the stored
+        object itself, which must not gain these keys."""
         first = max(0, after_id + 1 - FIRST_ID)
-        return self.render(range(first, min(len(self), first + limit)))
+        positions = range(first, min(len(self), first + limit))
+        rows = self.rows(positions)
+        bills = self._renderer.render(rows, poison_listed)
+        shapes = rows.columns[g.SHAPE]
+        listed: list[Bill] = []
+        for position, shape, bill in zip(positions, shapes, bills, strict=True):
+            kind = kind_name(shape)
+            if kind is None:
+                listed.append({**bill, "poison": None})
+            else:
+                listed.append({**bill, "poison": kind, "poison_id": position + FIRST_ID})
+        return listed
 
     def has_recording(self, filename: str) -> bool:
         if filename in self._raw_recordings:

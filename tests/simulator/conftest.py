@@ -125,6 +125,12 @@ class Client:
             after = page["next_after_id"]
 
 
+def as_served(record: dict[str, Any]) -> dict[str, Any]:
+    """A record of /admin/records without the listing's own keys (`poison`, `poison_id`): the
+    bill as GetBill serves it, for every kind of poison but the raw-bytes ones."""
+    return {key: value for key, value in record.items() if key not in ("poison", "poison_id")}
+
+
 StartSimulator = Callable[..., Awaitable[Client]]
 
 

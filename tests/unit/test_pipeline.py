@@ -60,9 +60,11 @@ class FakeSink:
         return [m for t in self.transactions for m in t if m.topic == topic]
 
 
-def make_pipeline(sink: FakeSink, state: bytes | None = None, **kafka: Any) -> Pipeline:
+def make_pipeline(
+    sink: FakeSink, state: bytes | None = None, *, source: str = SOURCE, **kafka: Any
+) -> Pipeline:
     settings = Settings(
-        source={"name": SOURCE, "appid": "a", "accesskey": "k"},
+        source={"name": source, "appid": "a", "accesskey": "k"},
         poll={"retry_initial_seconds": 0.001, "retry_max_seconds": 0.002},
         kafka=kafka,
     )  # type: ignore[arg-type]
@@ -73,12 +75,18 @@ def make_pipeline(sink: FakeSink, state: bytes | None = None, **kafka: Any) -> P
     )  # fmt: skip
 
 
+# 2026-11-26 13:33Z: hours after the calls of `bill` ended, as a real fetch would be.
+FETCHED_AT_MS = 1_795_700_000_000
+
+
 def batch(*bills: Any, mode: str = "live") -> FetchedBatch:
-    return FetchedBatch(mode, list(bills), 1_795_000_000_000)  # type: ignore[arg-type]
+    return FetchedBatch(mode, list(bills), FETCHED_AT_MS)  # type: ignore[arg-type]
 
 
-async def started(sink: FakeSink, state: bytes | None = None, **kafka: Any) -> Pipeline:
-    pipeline = make_pipeline(sink, state, **kafka)
+async def started(
+    sink: FakeSink, state: bytes | None = None, *, source: str = SOURCE, **kafka: Any
+) -> Pipeline:
+    pipeline = make_pipeline(sink, state, source=source, **kafka)
     await pipeline._start()
     return pipeline
 

@@ -7,10 +7,11 @@ from typing import Any
 import pytest
 
 from cdr_connector.api import BillPage, BillQuery
+from cdr_connector.bill import bill_id
 from cdr_connector.clock import FakeClock
 from cdr_connector.config import PollSettings, SourceSettings
 from cdr_connector.errors import ApiTransientError
-from cdr_connector.poller import FetchedBatch, Poller, RoundFailedError, bill_id
+from cdr_connector.poller import FetchedBatch, Poller, RoundFailedError
 
 
 class FakeVendor:
