@@ -59,6 +59,10 @@ class FetchedBatch:
     bills: list[Any]
     fetched_at_ms: int
     backlog: int | None = None
+    settles_hour: tuple[int, int] | None = None
+    """(hour start in UTC epoch ms, the vendor's count): the audit has listed that whole hour
+    in the batches before this one, so once they are committed, so is everything the vendor
+    counts in it, however unreadable some of its bills' dial times were."""
 
 
 class RoundFailedError(Exception):

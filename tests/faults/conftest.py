@@ -42,7 +42,7 @@ class FaultReport:
         return outcome
 
     def rows(self) -> list[tuple[str, ...]]:
-        ordered = sorted(self.outcomes, key=lambda o: o.scenario)
+        ordered = sorted(self.outcomes, key=_scenario_order)
         return [
             (
                 o.scenario + (f" ({o.note})" if o.note else ""),
@@ -72,6 +72,12 @@ class FaultReport:
         lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
         lines += ["| " + " | ".join(row) + " |" for row in self.rows()]
         return "\n".join(lines)
+
+
+def _scenario_order(outcome: Outcome) -> tuple[int, str]:
+    """By the scenario's number ("10. ..." after "9. ..."), then by name."""
+    number, _, _ = outcome.scenario.partition(".")
+    return (int(number) if number.isdigit() else 0, outcome.scenario)
 
 
 _REPORT = pytest.StashKey[FaultReport]()

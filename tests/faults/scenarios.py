@@ -25,11 +25,14 @@ import asyncio
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import orjson
+import pytest
 from confluent_kafka import Message
 
 from cdr_connector.simulator import FaultConfig, RunningSimulator, SimulatorConfig
@@ -77,7 +80,13 @@ NO_FAULTS: dict[str, Any] = dict.fromkeys(
 
 
 def simulator_config(
-    *, seed: int, backlog: int, rate: float, faults: FaultConfig | None = None, **extra: Any
+    *,
+    seed: int,
+    backlog: int,
+    rate: float,
+    faults: FaultConfig | None = None,
+    backlog_span: float = BACKLOG_SPAN,
+    **extra: Any,
 ) -> SimulatorConfig:
     return SimulatorConfig(
         appid=APPID,
@@ -86,7 +95,7 @@ def simulator_config(
         backlog=backlog,
         rate=rate,
         timezone=ZONE,
-        backlog_span=BACKLOG_SPAN,
+        backlog_span=backlog_span,
         faults=faults or FaultConfig(),
         **extra,
     )
@@ -127,6 +136,16 @@ class Scene:
 
     async def pause(self) -> None:
         await admin_post(self.sim.admin_url, "pause", {})
+
+
+async def probe(connector: ConnectorProcess, path: str) -> tuple[int, dict[str, Any]]:
+    """The status and JSON body of one of the connector's endpoints (`livez`, `readyz`)."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{connector.http_port}/{path}") as response,
+    ):
+        body: dict[str, Any] = await response.json(content_type=None)
+        return response.status, body
 
 
 @dataclass
@@ -218,7 +237,7 @@ class Found:
                 continue
             original = bad_id_of(bytes(message.value() or b""))
             if original is None:
-                found.unidentified.append(message.offset())
+                found.unidentified.append(message.offset() or 0)
             else:
                 found.dead_without_id[original] += 1
         return found
@@ -340,17 +359,21 @@ async def finish(
     injected_dead: Mapping[int, str | None] | None = None,
     note: str = "",
     timeout: float = 150.0,
+    before_stop: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[Outcome, list[dict[str, Any]]]:
     """Stop the faults and the traffic, let the connector catch up (sweeps recover what the
     faults took), stop it with SIGTERM (exit 0) and tally the topics against every record the
     simulator made visible, sorted by `expected_destinations`. `injected_dead`: injected bills
-    that must be dead-lettered with their id (id -> `cdr.field`). Returns the outcome and the
-    records (`/admin/records`)."""
+    that must be dead-lettered with their id (id -> `cdr.field`). `before_stop` runs once the
+    topics are complete (or the timeout passed), while the connector still runs. Returns the
+    outcome and the records (`/admin/records`)."""
     await scene.clear_faults()
     await scene.pause()
     records = await simulator_records(scene.sim.admin_url)
     expected = expected_destinations(records).with_dead(injected_dead or {})
     await wait_until_complete(scene.bootstrap, scene.topics, expected, timeout=timeout)
+    if before_stop is not None:
+        await before_stop()
     code = await connector.stop()
     assert code == 0, f"SIGTERM ended the connector with {code}:\n{connector.output()[-3000:]}"
     back = await read_back(scene.bootstrap, scene.topics)
@@ -534,6 +557,33 @@ def dead_letter_ids(bills: list[dict[str, Any]]) -> dict[int, str | None]:
     """Generated poison that must end in the dead-letter topic with its id: id -> the field to
     name (None for raw bytes). Bad-id poison is in `expected_destinations(...).dead_without_id`."""
     return expected_destinations(bills).dead
+
+
+def check_dead_letter(message: Message, expected: Destinations, source: str) -> None:
+    """The headers and value a dead letter must have for the rule its bill broke."""
+    value = bytes(message.value() or b"")
+    error = header(message, "cdr.error") or ""
+    field = header(message, "cdr.field")
+    assert header(message, "cdr.source") == source
+    record_id = header_id(message)
+    if record_id is None:  # no usable id: known by the id its memberid carries
+        assert bad_id_of(value) in expected.dead_without_id, value[:200]
+        assert (header(message, "cdr.stage"), field) == ("normalise", "id"), error
+        assert "id" in error
+        assert value.startswith(b"{")
+        return
+    wanted = expected.dead[record_id]
+    if wanted is None:  # not JSON: the bill's raw bytes as the vendor sent them
+        assert header(message, "cdr.stage") == "parse", (record_id, error)
+        assert field in (None, "id"), (record_id, field)
+        with pytest.raises(orjson.JSONDecodeError):
+            orjson.loads(value)
+        assert str(record_id).encode() in value[:40]
+        return
+    assert header(message, "cdr.stage") == "normalise", (record_id, error)
+    assert field == wanted, (record_id, error)
+    assert wanted in error
+    assert value.startswith(b"{")
 
 
 def bad_id_of(value: bytes) -> int | None:

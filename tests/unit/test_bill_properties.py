@@ -204,7 +204,7 @@ def test_the_rules_hold_at_their_bounds_in_every_writer() -> None:
 
 
 @settings(
-    max_examples=max(EXAMPLES // 20, 100),
+    max_examples=max(EXAMPLES // 50, 100),
     derandomize=True,
     database=None,
     deadline=None,

@@ -5,7 +5,9 @@ plain fakes: no bill, page or answer may stop the stream, lose a record or publi
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -20,6 +22,7 @@ from cdr_connector.config import BrakeSettings
 from cdr_connector.errors import AnswerTooLargeError
 from cdr_connector.kafka_sink import OutgoingMessage
 from cdr_connector.pipeline import Pipeline
+from cdr_connector.poller import FetchedBatch
 from tests.unit import test_pipeline
 from tests.unit.test_pipeline import FakeSink, batch, bill
 from tests.unit.test_poller import FakeVendor, make_poller
@@ -343,3 +346,44 @@ async def test_a_dead_letter_value_is_json_even_for_values_orjson_cannot_write()
     await pipeline._commit_batch(batch(bill(1, duration=float("nan"))))
     [letter] = sink.on(DEAD)
     assert orjson.loads(letter.value)
+
+
+# --- the audit ------------------------------------------------------------------------------
+
+
+async def test_an_audited_hour_with_an_unreadable_dial_time_is_settled_not_repaired_forever() -> (
+    None
+):
+    """The vendor counts a bill whose start cannot be read in its own hour; no record says
+    which. Once the audit has listed and committed the whole hour, its count is the vendor's."""
+    sink = FakeSink()
+    pipeline = await started(sink)
+    now = datetime.now(UTC)
+    hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    local = hour.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H")
+    times = {"starttime": f"{local}:00:00", "answertime": None, "endtime": f"{local}:01:00"}
+    vendor = FakeVendor(4)
+    garbled = times | {"starttime": f"{local}:61:00"}  # minute 61: no hour can be read
+    vendor.render = lambda record_id: bill(
+        record_id, billsec=0, **(garbled if record_id == 3 else times)
+    )
+    pipeline._poller._api = vendor  # type: ignore[assignment]
+    pipeline._poller.audit_hours = lambda: [hour]  # type: ignore[method-assign]
+    hour_ms = int(hour.timestamp() * 1000)
+    missing = metrics.AUDIT_MISSING.labels(SOURCE)
+
+    async def audit() -> list[FetchedBatch]:
+        queue: asyncio.Queue[FetchedBatch | None] = asyncio.Queue()
+        await pipeline._audit(queue)
+        batches = [queue.get_nowait() for _ in range(queue.qsize())]
+        for listed in batches:
+            assert listed is not None
+            await pipeline._commit_batch(listed)
+        return [b for b in batches if b is not None]
+
+    await audit()
+    assert missing._value.get() == 4
+    assert ids_on(sink) == [1, 2, 4] and len(sink.on(DEAD)) == 1
+    assert pipeline.state.hour_counts[hour_ms] == 4
+    assert await audit() == [], "a settled hour is not listed again"
+    assert missing._value.get() == 0
