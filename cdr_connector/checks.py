@@ -15,11 +15,15 @@ from cdr_connector.api import VendorApiClient
 from cdr_connector.avro import build_encoder
 from cdr_connector.config import Settings
 from cdr_connector.errors import CdrConnectorError
+from cdr_connector.kafka_sink import admin_config
+from cdr_connector.redaction import Redactor, without_userinfo
 
 
 async def run_checks(settings: Settings, *, out: Callable[[str], None] = print) -> int:
+    # Every line passes the redactor the API client fills (with the tokens it gets, too).
+    redactor = Redactor.for_source(settings.source)
     checks: list[tuple[str, Callable[[], Awaitable[str]]]] = [
-        ("vendor API login", lambda: _check_login(settings)),
+        ("vendor API login", lambda: _check_login(settings, redactor)),
         ("Kafka and topics", lambda: asyncio.to_thread(_check_kafka, settings)),
         ("Avro encoder", lambda: asyncio.to_thread(_check_encoder, settings)),
     ]
@@ -27,26 +31,27 @@ async def run_checks(settings: Settings, *, out: Callable[[str], None] = print) 
     for name, check in checks:
         try:
             detail = await check()
-            out(f"ok   {name}: {detail}")
+            out(redactor(f"ok   {name}: {detail}"))
         except CdrConnectorError as exc:
             failed += 1
-            out(f"FAIL {name}: {exc}")
+            out(redactor(f"FAIL {name}: {exc}"))
     return 1 if failed else 0
 
 
-async def _check_login(settings: Settings) -> str:
-    api = VendorApiClient(settings.source, settings.poll)
+async def _check_login(settings: Settings, redactor: Redactor) -> str:
+    api = VendorApiClient(settings.source, settings.poll, redactor=redactor)
     try:
         await api.login()
     finally:
         await api.close()
-    return f"logged in to {settings.source.api_url} as appid {settings.source.appid}"
+    url = without_userinfo(str(settings.source.api_url))
+    return f"logged in to {url} as appid {settings.source.appid}"
 
 
 def _check_kafka(settings: Settings) -> str:
     kafka = settings.kafka
-    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers, **kafka.client_config})
     try:
+        admin = AdminClient(admin_config(settings))
         topics = admin.list_topics(timeout=min(10.0, kafka.operation_timeout_seconds)).topics
     except KafkaException as exc:
         raise CdrConnectorError(

@@ -9,11 +9,16 @@ a default. Every model is frozen: the running connector cannot change its own co
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import re
+import typing
+from collections.abc import Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -21,15 +26,18 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -42,8 +50,14 @@ _config_file: ContextVar[str | None] = ContextVar("cdr_config_file", default=Non
 ENV_PREFIX = "CDR_"
 CONFIG_PATH_ENV = "CDR_CONFIG"
 
-PositiveSeconds = Annotated[float, Field(gt=0)]
+# Every number has an upper bound: past it a value is a slip (a unit, an extra zero, `inf`),
+# refused with the key and the range, never an overflow deep in librdkafka (whose times are
+# 32-bit milliseconds) or in date arithmetic.
+HOUR = 3600.0
+DAY = 24 * HOUR
+PositiveSeconds = Annotated[float, Field(gt=0, le=DAY)]
 _SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 
 class _Section(BaseModel):
@@ -84,17 +98,25 @@ class SourceSettings(_Section):
     accesskey: SecretStr = SecretStr("")
     accesskey_file: Path | None = None
     timezone: str = "Asia/Shanghai"
-    request_timeout_seconds: PositiveSeconds = 30.0
+    request_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
     verify_tls: bool = True
     ca_file: Path | None = None
+    # A forward proxy for the vendor API: http:// only (https:// vendor URLs are tunnelled
+    # through it with CONNECT). Its credentials come from its user:password part or from
+    # `proxy_credentials_file` (one line, user:password). Unset: HTTPS_PROXY, HTTP_PROXY and
+    # NO_PROXY of the environment apply.
+    proxy_url: AnyHttpUrl | None = None
+    proxy_credentials_file: Path | None = None
     token_renew_before_seconds: PositiveSeconds = 600.0
     # The vendor documents 12 hours; renewing early keeps requests off the expiry edge.
-    token_lifetime_seconds: PositiveSeconds = 12 * 3600.0
+    token_lifetime_seconds: Annotated[float, Field(gt=0, le=7 * DAY)] = 12 * HOUR
     # An answer is read up to this many bytes and refused beyond (a broken or hostile server
     # must not take the process past its memory limit). The default has room for a page of
     # 1,000 bills of 32 KiB each; typical pages are about 450 KB.
-    max_answer_bytes: Annotated[int, Field(ge=64 * 1024)] = 32 * 1024 * 1024
+    max_answer_bytes: Annotated[int, Field(ge=64 * 1024, le=1024**3)] = 32 * 1024 * 1024
     filters: Filters = Filters()
+    # Taken out of `proxy_url` (which keeps no user:password) or read from the file.
+    _proxy_credentials: tuple[str, SecretStr] | None = PrivateAttr(default=None)
 
     @field_validator("name")
     @classmethod
@@ -116,6 +138,46 @@ class SourceSettings(_Section):
                 "is not an IANA time zone; use a name such as 'Asia/Shanghai'"
             ) from exc
         return value
+
+    @field_validator("proxy_url")
+    @classmethod
+    def _http_proxy(cls, value: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        if value is not None and value.scheme != "http":
+            raise ValueError(
+                "must be an http:// URL of a forward proxy (https:// vendor URLs are tunnelled "
+                "through it with CONNECT); proxies reached over https:// are not supported"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _load_proxy_credentials(self) -> SourceSettings:
+        url, path = self.proxy_url, self.proxy_credentials_file
+        if url is None:
+            if path is not None:
+                raise ValueError(
+                    "proxy_credentials_file is set but proxy_url is not: set source.proxy_url "
+                    "to the proxy these credentials are for"
+                )
+            return self
+        in_url = url.username is not None or url.password is not None
+        if path is not None:
+            if in_url:
+                raise ValueError(
+                    "proxy credentials are given twice, in the user:password part of "
+                    "proxy_url and in proxy_credentials_file: keep one"
+                )
+            user, password = _read_proxy_credentials(path)
+        elif in_url:
+            user, password = unquote(url.username or ""), unquote(url.password or "")
+        else:
+            return self
+        path_part = (url.path or "/").lstrip("/") or None
+        bare = AnyHttpUrl.build(
+            scheme=url.scheme, host=url.host or "", port=url.port, path=path_part, query=url.query
+        )
+        object.__setattr__(self, "proxy_url", bare)
+        self._proxy_credentials = (user, SecretStr(password))
+        return self
 
     @model_validator(mode="after")
     def _load_secret_file(self) -> SourceSettings:
@@ -140,14 +202,33 @@ class SourceSettings(_Section):
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
+    @property
+    def proxy_credentials(self) -> tuple[str, SecretStr] | None:
+        """The user and password for `proxy_url`, when it needs them."""
+        return self._proxy_credentials
+
+
+def _read_proxy_credentials(path: Path) -> tuple[str, str]:
+    """`user:password` from the file, read like `accesskey_file`; the content is never quoted."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(
+            f"proxy_credentials_file {str(path)!r} cannot be read ({exc.strerror})"
+        ) from exc
+    user, colon, password = text.partition(":")
+    if not (colon and user and password) or "\n" in text:
+        raise ValueError(f"proxy_credentials_file {str(path)!r} must hold one line user:password")
+    return user, password
+
 
 class PollSettings(_Section):
     """How often and how hard the connector asks the vendor for new records."""
 
-    interval_seconds: PositiveSeconds = 5.0
+    interval_seconds: Annotated[float, Field(gt=0, le=HOUR)] = 5.0
     # New records carry their dial time, and a long call is written back only when it ends,
     # so the syncflag=1 window must reach back further than the longest call.
-    lookback_seconds: PositiveSeconds = 24 * 3600.0
+    lookback_seconds: Annotated[float, Field(gt=0, le=30 * DAY)] = DAY
     page_size: Annotated[int, Field(ge=1, le=1000)] = 1000
     concurrency: Annotated[int, Field(ge=1, le=64)] = 4
     # Records whose dial time falls in the last `sweep_window_seconds` are listed with
@@ -155,19 +236,19 @@ class PollSettings(_Section):
     # `sweep_interval_seconds`, and any id not yet committed is published: this recovers
     # records fetched before a crash or lost with a failed answer. A sweep lists the whole
     # window (millions of records on a busy account), so the periodic one is rare.
-    sweep_window_seconds: PositiveSeconds = 6 * 3600.0
-    sweep_interval_seconds: PositiveSeconds = 1800.0
+    sweep_window_seconds: Annotated[float, Field(gt=0, le=30 * DAY)] = 6 * HOUR
+    sweep_interval_seconds: Annotated[float, Field(gt=0, le=7 * DAY)] = 1800.0
     # Every `audit_interval_seconds` each closed hour of dial time (older than
     # `audit_settle_seconds`, inside the lookback) is counted by the vendor (syncflag=3) and
     # compared with what was committed; a shortfall is listed and published.
     audit_interval_seconds: PositiveSeconds = 900.0
-    audit_settle_seconds: PositiveSeconds = 3600.0
-    retry_initial_seconds: PositiveSeconds = 0.5
-    retry_max_seconds: PositiveSeconds = 30.0
-    max_attempts: Annotated[int, Field(ge=1)] = 8
+    audit_settle_seconds: Annotated[float, Field(gt=0, le=7 * DAY)] = HOUR
+    retry_initial_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
+    retry_max_seconds: Annotated[float, Field(gt=0, le=HOUR)] = 30.0
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 8
     # A listing (sweep, audit, backfill) ends at its first short or empty page, and after this
     # many pages whatever totalitems claims: 100 million records at 1,000 a page.
-    max_listing_pages: Annotated[int, Field(ge=1)] = 100_000
+    max_listing_pages: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
 
     @model_validator(mode="after")
     def _sweep_inside_lookback(self) -> PollSettings:
@@ -190,9 +271,9 @@ class BrakeSettings(_Section):
     """
 
     enabled: bool = True
-    window_bills: Annotated[int, Field(ge=10)] = 1000
+    window_bills: Annotated[int, Field(ge=10, le=1_000_000)] = 1000
     dead_letter_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.5
-    max_commit_failures: Annotated[int, Field(ge=1)] = 5
+    max_commit_failures: Annotated[int, Field(ge=1, le=1000)] = 5
 
 
 class KafkaSettings(_Section):
@@ -206,18 +287,21 @@ class KafkaSettings(_Section):
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "zstd"
     key_fallback_field: Literal["displaynumber", "destnumber", "userid", "id"] = "displaynumber"
     create_topics: bool = False
-    partitions: Annotated[int, Field(ge=1)] = 6
-    replication_factor: Annotated[int, Field(ge=1)] = 3
-    retention_ms: Annotated[int, Field(ge=-1)] = 7 * 24 * 3600 * 1000
-    transaction_timeout_seconds: PositiveSeconds = 60.0
+    partitions: Annotated[int, Field(ge=1, le=10_000)] = 6
+    replication_factor: Annotated[int, Field(ge=1, le=32)] = 3
+    # -1 keeps records forever; otherwise at most ten years.
+    retention_ms: Annotated[int, Field(ge=-1, le=int(3650 * DAY * 1000))] = int(7 * DAY * 1000)
+    # librdkafka's floor is 1 s; brokers refuse more than transaction.max.timeout.ms (15 min
+    # by default).
+    transaction_timeout_seconds: Annotated[float, Field(ge=1, le=900)] = 60.0
     # librdkafka's default queue may hold 1 GiB; a bounded queue makes back-pressure visible.
-    queue_max_messages: Annotated[int, Field(ge=1000)] = 100_000
-    queue_max_kbytes: Annotated[int, Field(ge=1024)] = 256 * 1024
-    operation_timeout_seconds: PositiveSeconds = 30.0
+    queue_max_messages: Annotated[int, Field(ge=1000, le=10_000_000)] = 100_000
+    queue_max_kbytes: Annotated[int, Field(ge=1024, le=4 * 1024 * 1024)] = 256 * 1024
+    operation_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
     # A record whose Avro value is larger goes to the dead-letter topic: the broker (1 MiB per
     # batch by default) and librdkafka (message.max.bytes, 1,000,000) would refuse it, and a
     # refused message fails its transaction every time it is produced again.
-    max_value_bytes: Annotated[int, Field(ge=1024)] = 900_000
+    max_value_bytes: Annotated[int, Field(ge=1024, le=100 * 1024 * 1024)] = 900_000
     # Passed to librdkafka unchanged: security.protocol, sasl.*, ssl.* and the like.
     client_config: dict[str, str] = Field(default_factory=dict)
 
@@ -245,6 +329,33 @@ class HttpSettings(_Section):
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 9464
+    # Probes and scrapes need a handful. Beyond this many, a new connection closes the oldest
+    # one that has not sent its request yet, or is closed at once. Keep it, plus about 300 for
+    # connections accepted only to be closed, below the process's file descriptor limit
+    # (`ulimit -n`), which Kafka and the vendor API share.
+    max_connections: Annotated[int, Field(ge=1, le=65_536)] = 100
+    # A connection is closed when its request headers are not complete this long after it
+    # opened (or, kept alive, after its previous answer).
+    header_timeout_seconds: PositiveSeconds = 5.0
+
+    @field_validator("host")
+    @classmethod
+    def _address_or_host_name(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            labels = value.removesuffix(".").split(".")
+            # An all-digit last label is a mistyped IPv4 address (256.1.1.1), not a name.
+            if (
+                len(value) > 253
+                or not all(_HOST_LABEL.match(label) for label in labels)
+                or labels[-1].isdigit()
+            ):
+                raise ValueError(
+                    "must be an IP address or a host name: 127.0.0.1 for this machine only, "
+                    "0.0.0.0 or :: for every interface"
+                ) from None
+        return value
 
 
 class LogSettings(_Section):
@@ -269,7 +380,7 @@ class Settings(BaseSettings):
     avro: AvroSettings = AvroSettings()
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
-    shutdown_timeout_seconds: PositiveSeconds = 30.0
+    shutdown_timeout_seconds: Annotated[float, Field(gt=0, le=HOUR)] = 30.0
 
     @classmethod
     def settings_customise_sources(
@@ -303,6 +414,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
+    except SettingsError as exc:  # a variable that should hold JSON does not
+        raise ConfigError(describe_environment_error(exc)) from None
     except (OSError, ValueError) as exc:  # unreadable or malformed TOML
         raise ConfigError(f"config file cannot be read: {exc}") from None
     finally:
@@ -323,5 +436,79 @@ def describe_validation_error(exc: ValidationError) -> str:
             message = "is not a known setting; check its spelling and section"
         elif error["type"] == "missing":
             message = f"is required; set it in the config file or as {env}"
+        elif error["type"] in _RANGE_ERRORS:
+            message = _allowed_range(error["loc"]) or message
         lines.append(f"{key}: {message}")
     return "invalid settings: " + "; ".join(lines)
+
+
+_RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
+
+
+def _allowed_range(path: Sequence[int | str]) -> str | None:
+    """'must be more than 0 and at most 3600': both bounds of the number at `path`."""
+    field = _setting_at(path)
+    if field is None:
+        return None
+    words = {"ge": "at least", "gt": "more than", "le": "at most", "lt": "less than"}
+    bounds = [
+        f"{word} {_plain(getattr(item, name))}"
+        for name, word in words.items()
+        for item in field.metadata
+        if getattr(item, name, None) is not None
+    ]
+    return "must be " + " and ".join(bounds) if bounds else None
+
+
+def _plain(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
+def _setting_at(path: Sequence[int | str]) -> FieldInfo | None:
+    """The field of the setting at `path` (("poll", "concurrency")), or None if there is none."""
+    model: Any = Settings
+    field: FieldInfo | None = None
+    for part in path:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        model = field.annotation
+    return field
+
+
+def describe_environment_error(exc: SettingsError) -> str:
+    """Name the CDR_ variables that should hold JSON (a section, a list, a map) but do not.
+
+    pydantic-settings names only the top-level section; the variable may be nested. Their
+    values are never echoed, only where JSON parsing stopped.
+    """
+    problems = []
+    for name, value in sorted(os.environ.items()):
+        if not name.upper().startswith(ENV_PREFIX) or not _takes_json(name):
+            continue
+        try:
+            json.loads(value)
+        except json.JSONDecodeError as error:
+            problems.append(f"{name} is not valid JSON ({error.msg} at character {error.pos})")
+    if not problems:
+        return f"invalid settings: a {ENV_PREFIX} variable cannot be read: {exc}"
+    return (
+        "invalid settings: "
+        + "; ".join(problems)
+        + ": a section, list or map takes JSON ('{\"key\": 1}', '[\"a\"]'), or set one key "
+        + f"per variable ({ENV_PREFIX}SECTION__KEY)"
+    )
+
+
+def _takes_json(variable: str) -> bool:
+    """Whether pydantic-settings parses this variable as JSON: a section, list or map."""
+    path = variable[len(ENV_PREFIX) :].lower().split("__")
+    field = _setting_at(path)
+    if field is None:
+        return False
+    annotation = field.annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return typing.get_origin(annotation) in (dict, list, tuple, set, frozenset)

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -32,6 +33,7 @@ from confluent_kafka.cimpl import NewTopic
 from cdr_connector import metrics
 from cdr_connector.config import Settings
 from cdr_connector.errors import (
+    ConfigError,
     KafkaFatalError,
     KafkaTransientError,
     ProducerFencedError,
@@ -103,6 +105,61 @@ def consumer_config(settings: Settings, group_suffix: str) -> dict[str, Any]:
     }
     config.update(settings.kafka.client_config)
     return config
+
+
+def admin_config(settings: Settings) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        "logger": _LIBRDKAFKA_LOG,
+    }
+    config.update(settings.kafka.client_config)
+    return config
+
+
+# Not a child of the logging tree: nothing it gets reaches a handler.
+_SILENT_LOG = logging.Logger("cdr_connector.librdkafka.config-check")
+_SILENT_LOG.addHandler(logging.NullHandler())
+_CLIENT_FAILED = re.compile(r"^Failed to create (producer|consumer): ")
+_SASL_MECHANISMS = "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER"
+
+
+def validate_client_config(settings: Settings) -> None:
+    """Build the producer's and the consumer's librdkafka configuration without connecting.
+
+    librdkafka checks every property (known, of the right type, in range, consistent with the
+    others: a SASL mechanism it was built with, readable certificates) when a client is created,
+    and only a client can be created to ask it. Made without `bootstrap.servers`, the clients
+    never contact a broker. A refusal, nearly always from `kafka.client_config`, raises
+    ConfigError naming it, so start-up stops with one line instead of a traceback.
+    """
+    makers: tuple[tuple[Callable[[dict[str, Any]], Any], dict[str, Any]], ...] = (
+        (Producer, producer_config(settings)),
+        (Consumer, consumer_config(settings, "config-check")),
+    )
+    client_config = settings.kafka.client_config
+    for make, config in makers:
+        config.pop("bootstrap.servers", None)
+        if "logger" not in client_config:
+            config["logger"] = _SILENT_LOG  # not even a warning about the missing brokers
+        try:
+            client = make(config)
+        except KafkaException as exc:
+            raise ConfigError(_describe_refusal(exc.args[0].str(), client_config)) from None
+        except (TypeError, ValueError) as exc:  # a Python-side property given a string
+            raise ConfigError(_describe_refusal(str(exc), client_config)) from None
+        if isinstance(client, Consumer):
+            client.close()
+
+
+def _describe_refusal(reason: str, client_config: Mapping[str, str]) -> str:
+    """librdkafka's reason, without the values of client_config (a secret may be misplaced)."""
+    reason = _CLIENT_FAILED.sub("", reason.strip())
+    for value in client_config.values():
+        if len(value) >= 4 and value.lower() not in ("true", "false") and not value.isdigit():
+            reason = re.sub(rf"(?<![\w.-]){re.escape(value)}(?![\w.-])", "(hidden)", reason)
+    if "SASL mechanism GSSAPI" in reason and "sasl.mechanism" not in client_config:
+        reason += f"; set sasl.mechanism ({_SASL_MECHANISMS}): Kerberos is not built in"
+    return f"invalid settings: kafka.client_config: librdkafka refuses it: {reason}"
 
 
 class Sink(Protocol):
@@ -284,12 +341,7 @@ def ensure_topics(settings: Settings, admin: AdminClient | None = None) -> None:
     """
     kafka = settings.kafka
     if admin is None:
-        config: dict[str, Any] = {
-            "bootstrap.servers": kafka.bootstrap_servers,
-            "logger": _LIBRDKAFKA_LOG,  # its lines go through logging, as the producer's do
-            **kafka.client_config,
-        }
-        admin = AdminClient(config)
+        admin = AdminClient(admin_config(settings))
     try:
         existing = set(admin.list_topics(timeout=kafka.operation_timeout_seconds).topics)
     except KafkaException as exc:

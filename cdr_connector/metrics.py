@@ -20,6 +20,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    ProcessCollector,
     disable_created_metrics,
 )
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
@@ -30,6 +31,9 @@ from prometheus_client.utils import floatToGoString
 # from them, and they would double the series.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
 REGISTRY = CollectorRegistry(auto_describe=True)
+# prometheus_client's own `process_*` metrics (memory, CPU, open and maximum file descriptors,
+# start time), the only ones without the prefix and the source label; empty off Linux.
+PROCESS = ProcessCollector(registry=REGISTRY)
 
 # Fixed label value sets, so dashboards and alerts can rely on them.
 API_SERVICES = ("login", "getbill", "recordfile")
@@ -43,6 +47,7 @@ API_ERROR_KINDS = (
     "bad_envelope",
     "salvaged",
     "too_large",
+    "redirect",
     "ret_400",
     "ret_500",
     "ret_600",

@@ -66,6 +66,7 @@ from cdr_connector.errors import (
 from cdr_connector.kafka_sink import OutgoingMessage, Sink, read_latest_state
 from cdr_connector.poller import FetchedBatch, Poller, RoundFailedError
 from cdr_connector.records import RecordContext
+from cdr_connector.redaction import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,10 @@ class Pipeline:
         clock: Clock,
         *,
         state_reader: Callable[[Settings, bytes], bytes | None] = read_latest_state,
+        redactor: Redactor | None = None,
     ) -> None:
+        """`redactor`: the API client's (`VendorApiClient.redactor`), applied to /readyz
+        reasons and the `cdr.error` header of dead letters, which can quote vendor text."""
         self._settings = settings
         self._source = settings.source.name
         self._source_bytes = self._source.encode()
@@ -182,6 +186,7 @@ class Pipeline:
         self._encoder = encoder
         self._clock = clock
         self._state_reader = state_reader
+        self._redact = redactor if redactor is not None else Redactor()
         self._state = CheckpointState(source=self._source)
         self._stop = asyncio.Event()
         self._sweep_requested = asyncio.Event()
@@ -205,17 +210,25 @@ class Pipeline:
         await self._stop.wait()
 
     async def run(self, backfill: Backfill | None = None) -> None:
-        """Run until `request_stop`; with `backfill`, stop by itself once it is committed."""
-        await self._start()
+        """Run until `request_stop`; with `backfill`, stop by itself once it is committed.
+        Starts first, unless `start` has completed."""
+        if not self.status.state_loaded:
+            await self._start()
         await self._startup_sweep()
         queue: asyncio.Queue[FetchedBatch | None] = asyncio.Queue(maxsize=2)
         async with asyncio.TaskGroup() as group:
             group.create_task(self._commit_loop(queue))
             group.create_task(self._feed(queue, backfill))
 
+    async def start(self) -> None:
+        """Start-up steps 1 and 2 (see the module docstring). After a RetryableError, call it
+        again: a step that completed is not repeated."""
+        await self._start()
+
     async def _start(self) -> None:
-        await self._sink.start()
-        self.status.kafka_ready = True
+        if not self.status.kafka_ready:
+            await self._sink.start()
+            self.status.kafka_ready = True
         await self._load_state()
         self._publish_state_metrics()
         # Computed at every scrape, so it keeps growing while a cycle is stuck or slow.
@@ -335,6 +348,10 @@ class Pipeline:
                 )
                 async for batch in self._poller.listing(start, end, 3, "audit"):
                     await queue.put(batch)
+                now_ms = int(self._clock.time() * 1000)
+                await queue.put(
+                    FetchedBatch("audit", [], now_ms, settles_hour=(hour_ms, vendor_count))
+                )
             elif gap < 0:
                 log.warning(
                     "audit: %d more records committed for %s than the vendor counts now "
@@ -396,7 +413,7 @@ class Pipeline:
             return
         if not isinstance(cause, RetryableError):
             if isinstance(cause, PermanentError):
-                self.status.failure = str(cause)
+                self.status.failure = self._redact(str(cause))
             raise cause
         self._fetch_failures += 1
         delay = cause.retry_after or self._backoff.delay(self._fetch_failures)
@@ -543,8 +560,8 @@ class Pipeline:
         summary = CommitSummary(produced=len(writer.records), deduplicated=writer.deduplicated)
         messages = writer.messages(self._topic, self._record_headers, summary.tallies)
         messages += self._dead_letters(writer.failures, batch, summary)
-        if messages:
-            self._advance_state(writer.new_ids, summary)
+        if messages or batch.settles_hour is not None:
+            self._advance_state(writer.new_ids, summary, batch.settles_hour)
             messages.append(
                 OutgoingMessage(
                     self._settings.kafka.state_topic, self._source_bytes, self._state.encode(), []
@@ -582,7 +599,10 @@ class Pipeline:
         self, bill: Any, record_id: int | None, error: RecordError, batch: FetchedBatch
     ) -> OutgoingMessage:
         headers: list[tuple[str, str | bytes | None]] = [
-            ("cdr.error", str(error)[:_MAX_HEADER_TEXT].encode(errors="backslashreplace")),
+            (
+                "cdr.error",
+                self._redact.cut(str(error), _MAX_HEADER_TEXT).encode(errors="backslashreplace"),
+            ),
             ("cdr.stage", error.stage.encode()),
             ("cdr.source", self._source.encode()),
             ("cdr.fetch_mode", batch.mode.encode()),
@@ -609,7 +629,12 @@ class Pipeline:
             timestamp_ms=batch.fetched_at_ms,
         )
 
-    def _advance_state(self, new_ids: list[int], summary: CommitSummary) -> None:
+    def _advance_state(
+        self,
+        new_ids: list[int],
+        summary: CommitSummary,
+        settles_hour: tuple[int, int] | None = None,
+    ) -> None:
         state = self._state
         now_ms = int(self._clock.time() * 1000)
         state.committed.add_many(new_ids, now_ms)
@@ -620,6 +645,12 @@ class Pipeline:
         state.committed_total += summary.produced
         state.dead_lettered_total += summary.dead_lettered
         state.newest_end_ms = max(state.newest_end_ms, summary.tallies.newest_end_ms)
+        if settles_hour is not None:
+            # A dead letter whose dial time cannot be read (an unreadable bill, a garbled
+            # start) is counted in no hour; the vendor counts it in its own. The audit listed
+            # the whole hour and all of it is committed now: its count is the vendor's.
+            hour, count = settles_hour
+            state.hour_counts[hour] = max(state.hour_counts.get(hour, 0), count)
 
     async def _commit_until_done(self, messages: list[OutgoingMessage]) -> None:
         attempt = 0
@@ -638,7 +669,7 @@ class Pipeline:
                 )
                 await asyncio.sleep(delay)
             except PermanentError as exc:
-                self.status.failure = str(exc)
+                self.status.failure = self._redact(str(exc))
                 raise
 
     def _after_commit(self, batch: FetchedBatch, summary: CommitSummary) -> None:

@@ -3,8 +3,14 @@
 Every service is one `POST` of a urlencoded form to `source.api_url`; every answer is the
 envelope `{"ret", "data": {"status", "desc", "result", ...}, "msg"}`. How an answer is read:
 
+- HTTP 3xx: no redirect is followed (a 307 or 308 would post the same form, access key
+  included, to wherever `Location` points, plain http:// or another host included); a
+  redirect is ApiRequestError naming the `Location` without its user:password part, since
+  `source.api_url` must be set to the address that answers.
 - HTTP 5xx, 408, 429: retryable (`Retry-After` in seconds is honoured, up to the backoff cap).
-  Any other HTTP 4xx: permanent (401/403/407 as ApiAuthError, the rest as ApiRequestError).
+  Any other HTTP 4xx: permanent (401/403 as ApiAuthError, the rest as ApiRequestError). HTTP
+  407, from the proxy itself or as its answer to CONNECT: ApiAuthError naming the proxy and
+  the setting that holds its credentials.
 - An answer larger than `source.max_answer_bytes`: AnswerTooLargeError, read no further and
   never retried (the same request brings the same answer); the poller asks for smaller pages.
 - A body orjson rejects is read again by a tolerant parser (`salvage`): when only some bills
@@ -23,22 +29,30 @@ envelope `{"ret", "data": {"status", "desc", "result", ...}, "msg"}`. How an ans
 - Any other `ret`: retryable; the code is in the message, so a new vendor code shows up in
   the logs instead of stopping the connector.
 
-Secrets: the access key and tokens travel only in request bodies. Text that comes from the
-server (messages, bodies, transport errors) has every secret the client knows replaced by
-`***` before it enters an exception or a log line; metric labels come from fixed sets.
+Egress: `source.proxy_url` when set (its credentials from the URL or
+`source.proxy_credentials_file`); otherwise the proxy the environment names, resolved once
+(HTTPS_PROXY / HTTP_PROXY / NO_PROXY).
+
+Secrets: the access key and tokens travel only in request bodies, a password in
+`source.api_url` only in `Authorization`, proxy credentials only in `Proxy-Authorization`.
+Every error message leaving the client passes the client's `Redactor`
+(cdr_connector/redaction.py), which knows every form of every secret, including one cut in
+half by an excerpt; a third-party exception whose text holds a secret is not chained as the
+cause. Metric labels come from fixed sets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 import ssl
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol, TypeVar
 from urllib.parse import urljoin
+from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 import orjson
@@ -63,6 +77,7 @@ from cdr_connector.errors import (
     RetryableError,
     TokenExpiredError,
 )
+from cdr_connector.redaction import Redactor, without_userinfo
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +102,8 @@ AUTH_FIXES = {
 _METRIC_SERVICE = {LOGIN: "login", GET_BILL: "getbill", GET_RECORD_FILE: "recordfile"}
 # A proxy's "too many requests" or "request timeout" passes by itself; other 4xx do not.
 _RETRYABLE_HTTP_4XX = frozenset({408, 429})
-_AUTH_HTTP_4XX = frozenset({401, 403, 407})
+_AUTH_HTTP_4XX = frozenset({401, 403})
+_PROXY_AUTH_REQUIRED = 407
 # Field names under which a GetRecodeFile result object may carry the address, in order.
 RECORD_URL_KEYS = ("url", "fileurl", "file_url", "downloadurl", "download_url", "recordurl")
 # Connections beyond `poll.concurrency`, so a login or a recording lookup never waits for a
@@ -95,8 +111,6 @@ RECORD_URL_KEYS = ("url", "fileurl", "file_url", "downloadurl", "download_url", 
 _SPARE_CONNECTIONS = 2
 # Server text quoted in an exception is cut here: enough to recognise an error page.
 _SERVER_TEXT_LIMIT = 200
-# Tokens remembered for redaction: the current one and a few it replaced.
-_TOKENS_REMEMBERED = 4
 
 T = TypeVar("T")
 
@@ -115,8 +129,11 @@ class VendorApi(Protocol):
     last error, which is chained as the cause.
 
     Not retried, raised at once as PermanentError (a person must act; the message says what to
-    change): ApiRequestError for `ret` 400, other HTTP 4xx and `data.status` != 0; ApiAuthError
-    for `ret` 601-604.
+    change): ApiRequestError for `ret` 400, other HTTP 4xx, any HTTP 3xx (no redirect is
+    followed) and `data.status` != 0; ApiAuthError for `ret` 601-604, HTTP 401 and 403, and a
+    proxy's 407.
+
+    No message carries a secret the client knows, in any form (`redactor`).
 
     Idempotency: login, GetRecodeFile and GetBill with syncflag 2 or 3 only read. GetBill with
     syncflag=1 does not: the server marks every record it returns as queried and never returns
@@ -164,21 +181,39 @@ class _CountedError(Exception):
         self.error = error
 
 
-class _Redactor:
-    """Replaces every secret the client knows with `***` in text that came from outside."""
+@dataclass(frozen=True, slots=True)
+class _Egress:
+    """How requests leave: through which proxy, if any, and what a person fixes when the proxy
+    refuses its credentials."""
 
-    def __init__(self, accesskey: str) -> None:
-        self._accesskey = accesskey
-        self._tokens: deque[str] = deque(maxlen=_TOKENS_REMEMBERED)
+    proxy: URL | None = field(repr=False)  # with its credentials, for aiohttp
+    shown: str | None  # the proxy's address without credentials, for messages
+    fix: str
 
-    def remember(self, token: str) -> None:
-        self._tokens.append(token)
-
-    def __call__(self, text: str) -> str:
-        for secret in (self._accesskey, *self._tokens):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+    @classmethod
+    def of(cls, source: SourceSettings) -> _Egress:
+        if source.proxy_url is not None:
+            proxy = URL(str(source.proxy_url))
+            credentials = source.proxy_credentials
+            if source.proxy_credentials_file is not None:
+                fix = "fix the user:password in source.proxy_credentials_file"
+            elif credentials is not None:
+                fix = "fix the user:password in source.proxy_url"
+            else:
+                fix = "it wants credentials: set source.proxy_credentials_file"
+            if credentials is not None:
+                user, password = credentials
+                proxy = proxy.with_user(user).with_password(password.get_secret_value())
+            return cls(proxy, without_userinfo(str(source.proxy_url)), fix)
+        api = URL(str(source.api_url))
+        variable = f"{api.scheme.upper()}_PROXY"
+        from_env = getproxies().get(api.scheme)
+        if from_env and not (api.host and proxy_bypass(api.host)):
+            fix = f"fix the user:password in the {variable} environment variable"
+            # Resolved once, here, rather than by aiohttp's trust_env on every request (a
+            # look-up in a thread each time, and ~/.netrc credentials sent to the vendor).
+            return cls(URL(from_env), without_userinfo(from_env), fix)
+        return cls(None, None, "set source.proxy_url and its credentials")
 
 
 class VendorApiClient:
@@ -199,6 +234,7 @@ class VendorApiClient:
         clock: Clock | None = None,
         session_factory: Callable[[], aiohttp.ClientSession] | None = None,
         rng: random.Random | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self._token_valid_for = _token_renewal_interval(source)
         self._source = source
@@ -215,7 +251,14 @@ class VendorApiClient:
         self._login_lock = asyncio.Lock()
         self._token: _Token | None = None
         self._generation = 0
-        self._redact = _Redactor(source.accesskey.get_secret_value())
+        self._redact = redactor if redactor is not None else Redactor.for_source(source)
+        self._egress = _Egress.of(source)
+
+    @property
+    def redactor(self) -> Redactor:
+        """Hides every secret this client knows, tokens included; for the pipeline's and
+        `check`'s text."""
+        return self._redact
 
     # --- the VendorApi contract ---------------------------------------------------------
 
@@ -223,7 +266,7 @@ class VendorApiClient:
         fields = query.as_form(self._zone)
 
         def read(result: Any, raw_size: int) -> BillPage:
-            return BillPage.from_result(result, query, raw_size)
+            return BillPage.from_result(result, query, raw_size, redact=self._redact)
 
         return await self._call(GET_BILL, fields, read)
 
@@ -320,7 +363,7 @@ class VendorApiClient:
         secret = self._source.accesskey.get_secret_value()
         form = {"service": LOGIN, "appid": self._source.appid, "accesskey": secret}
         value = await self._request(LOGIN, form, _token_from_result)
-        self._redact.remember(value)
+        self._redact.add_token(value)
         self._generation += 1
         token = _Token(value, self._generation, issued_at + self._token_valid_for)
         self._token = token
@@ -363,7 +406,7 @@ class VendorApiClient:
         except _CountedError as failure:
             outcome = _outcome_of(failure.error)
             metrics.API_ERRORS.labels(source, failure.kind).inc()
-            raise failure.error from failure.__cause__
+            raise _redacted(failure.error, self._redact) from failure.__cause__
         finally:
             metrics.API_REQUEST_DURATION.labels(source, label).observe(
                 self._clock.monotonic() - started
@@ -383,7 +426,14 @@ class VendorApiClient:
     async def _post(self, service: str, form: Mapping[str, str]) -> _HttpAnswer:
         session = self._session_in_use()
         try:
-            async with session.post(self._url, data=form, timeout=self._timeout) as response:
+            async with session.post(
+                self._url,
+                data=form,
+                timeout=self._timeout,
+                allow_redirects=False,
+                proxy=self._egress.proxy,
+            ) as response:
+                self._refuse_redirect_or_proxy(service, response)
                 body = await self._read_body(service, response)
                 return _HttpAnswer(
                     response.status,
@@ -396,10 +446,52 @@ class VendorApiClient:
             seconds = self._source.request_timeout_seconds
             error = ApiTransientError(f"{service}: no complete answer within {seconds:g} s")
             raise _CountedError("timeout", error) from exc
+        except aiohttp.ClientHttpProxyError as exc:
+            # Its request info holds the Proxy-Authorization header: never chained.
+            failure, cause = self._proxy_refusal(service, exc.status), None
         except aiohttp.ClientError as exc:
-            detail = self._redact(str(exc)) or "connection failed"
+            detail = _clean(str(exc), self._redact) or "connection failed"
             error = ApiTransientError(f"{service}: {type(exc).__name__}: {detail}")
-            raise _CountedError("transport", error) from exc
+            failure, cause = _CountedError("transport", error), _safe_cause(exc, self._redact)
+        # Raised outside the handler, so that an exception not chained is not the context
+        # either.
+        raise failure from cause
+
+    def _refuse_redirect_or_proxy(self, service: str, response: aiohttp.ClientResponse) -> None:
+        """A redirect or the proxy's 407 ends the request before its body is read."""
+        status = response.status
+        if status == _PROXY_AUTH_REQUIRED:
+            raise self._proxy_refusal(service, status)
+        if 300 <= status < 400:
+            location = response.headers.get("Location")
+            if location is None:
+                target = "no Location given"
+            else:
+                target = _clean(without_userinfo(_resolved(self._url, location)), self._redact)
+            error = ApiRequestError(
+                f"{service}: HTTP {status} redirect to {target}: not followed, as it would "
+                f"send the access key there; set source.api_url to the address that answers"
+            )
+            raise _CountedError("redirect", error)
+
+    def _proxy_refusal(self, service: str, status: int) -> _CountedError:
+        """The proxy's own refusal: 407 (its credentials), or its answer to CONNECT."""
+        proxy = f"the proxy {self._egress.shown}" if self._egress.shown else "a proxy"
+        api = _clean(without_userinfo(self._url), self._redact)
+        if status == _PROXY_AUTH_REQUIRED:
+            error: ApiError = ApiAuthError(
+                f"{service}: {proxy} refused the connector (HTTP 407 Proxy Authentication "
+                f"Required): {self._egress.fix}"
+            )
+            return _CountedError("http_4xx", error)
+        message = f"{service}: {proxy} refused to connect to {api} (HTTP {status})"
+        if status >= 500 or status in _RETRYABLE_HTTP_4XX:
+            kind = "http_5xx" if status >= 500 else "http_4xx"
+            return _CountedError(kind, ApiTransientError(message))
+        return _CountedError(
+            "http_4xx",
+            ApiRequestError(f"{message}: check that the proxy allows the vendor API's address"),
+        )
 
     async def _read_body(self, service: str, response: aiohttp.ClientResponse) -> bytes:
         """The body, read while it arrives and refused once it exceeds the limit. The rest of
@@ -460,7 +552,7 @@ def _outcome_of(error: ApiError) -> str:
 def _result_of(
     service: str,
     answer: _HttpAnswer,
-    redact: Callable[[str], str],
+    redact: Redactor,
     salvaged: Callable[[str, int], None],
 ) -> Any:
     """`data.result` of a successful answer; otherwise a _CountedError with its metric kind.
@@ -497,7 +589,7 @@ def _unreadable_bills(document: Any) -> int:
     return sum(isinstance(b, UnreadableBill) for b in bills) if isinstance(bills, list) else 0
 
 
-def _http_4xx_error(service: str, answer: _HttpAnswer, redact: Callable[[str], str]) -> ApiError:
+def _http_4xx_error(service: str, answer: _HttpAnswer, redact: Redactor) -> ApiError:
     excerpt = _body_excerpt(answer, redact)
     if answer.status in _RETRYABLE_HTTP_4XX:
         message = f"{service}: HTTP {answer.status}: {excerpt}"
@@ -510,7 +602,7 @@ def _http_4xx_error(service: str, answer: _HttpAnswer, redact: Callable[[str], s
     return ApiRequestError(f"{service}: HTTP {answer.status} (check source.api_url): {excerpt}")
 
 
-def _envelope_result(service: str, document: Any, redact: Callable[[str], str]) -> Any:
+def _envelope_result(service: str, document: Any, redact: Redactor) -> Any:
     if not isinstance(document, dict):
         _bad_envelope(f"{service}: the answer is a JSON {_shape_of(document)}, not an envelope")
     ret = int_like(document.get("ret"))
@@ -579,7 +671,7 @@ def _address_in(result: Any) -> str | None:
     return None
 
 
-def _server_message(document: Mapping[str, Any], redact: Callable[[str], str]) -> str:
+def _server_message(document: Mapping[str, Any], redact: Redactor) -> str:
     """`msg`, or `data.desc` when `msg` is empty, as safe, short text."""
     data = document.get("data")
     desc = data.get("desc") if isinstance(data, dict) else None
@@ -589,18 +681,48 @@ def _server_message(document: Mapping[str, Any], redact: Callable[[str], str]) -
     return "no message"
 
 
-def _body_excerpt(answer: _HttpAnswer, redact: Callable[[str], str]) -> str:
+def _body_excerpt(answer: _HttpAnswer, redact: Redactor) -> str:
     text = answer.body[: _SERVER_TEXT_LIMIT * 4].decode("utf-8", errors="replace")
     return _clean(text, redact) or "empty body"
 
 
-def _clean(text: str, redact: Callable[[str], str]) -> str:
-    """One line of printable text, secrets replaced, cut to a readable length."""
-    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-    flat = redact(flat)
-    if len(flat) > _SERVER_TEXT_LIMIT:
-        return flat[: _SERVER_TEXT_LIMIT - 3] + "..."
-    return flat
+def _clean(text: str, redact: Redactor) -> str:
+    """One line of printable text cut to a readable length, with every secret replaced (one
+    the cut, or an earlier one, went through included)."""
+    flat = " ".join("".join(c if c.isprintable() else " " for c in redact(text)).split())
+    return redact.cut(flat, _SERVER_TEXT_LIMIT)
+
+
+def _redacted(error: ApiError, redact: Redactor) -> ApiError:
+    """`error`, any secret left in its message replaced: the last check before it leaves."""
+    message = str(error)
+    clean = redact(message)
+    if clean != message:
+        error.args = (clean,)
+    return error
+
+
+def _safe_cause(exc: BaseException, redact: Redactor) -> BaseException | None:
+    """`exc` to chain as the cause, or None when its text, or that of an exception it chains,
+    holds a secret (a traceback would print it)."""
+    current: BaseException | None = exc
+    seen: set[int] = set()
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        for text in (str(current), repr(current)):
+            if redact(text) != text:
+                return None
+        current = current.__cause__ or current.__context__
+    return exc
+
+
+def _resolved(base: str, location: str) -> str:
+    """A `Location` as the absolute address it points to, otherwise as the server wrote it
+    (not re-encoded, so that the redactor sees what the server sent)."""
+    try:
+        return urljoin(base, location)
+    except ValueError:
+        return location
 
 
 def _shape_of(value: Any) -> str:
@@ -656,12 +778,15 @@ def tls_option(source: SourceSettings) -> ssl.SSLContext | bool:
 def default_session_factory(
     source: SourceSettings, connections: int
 ) -> Callable[[], aiohttp.ClientSession]:
-    """Sessions with a bounded connection pool and the TLS settings of `source`.
+    """Sessions with a bounded connection pool and the TLS settings of `source`. The proxy
+    (`source.proxy_url`, or the environment's proxy variables, resolved once) is passed with
+    each request by the client; the session itself trusts nothing from the environment.
 
     The CA file is read here, once, when the client is built, and not on the event loop's
-    first request.
+    first request; a plain http:// vendor URL is warned about here, once.
     """
     tls = tls_option(source)
+    warn_if_clear_text(source)
     headers = {"User-Agent": f"cdr-connector/{__version__}"}
 
     def create() -> aiohttp.ClientSession:
@@ -671,6 +796,31 @@ def default_session_factory(
     return create
 
 
+def warn_if_clear_text(source: SourceSettings) -> None:
+    """A plain http:// vendor URL carries the access key and tokens in clear text: say so,
+    unless it is a loopback address reached without a configured proxy (nothing then crosses
+    a network)."""
+    url = URL(str(source.api_url))
+    if url.scheme != "http" or (_is_loopback(url.host) and source.proxy_url is None):
+        return
+    log.warning(
+        "source.api_url %s is plain http://: the access key and the tokens travel in clear "
+        "text to it, readable and reusable by anyone on the way; use https://",
+        _display_url(source),
+    )
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _display_url(source: SourceSettings) -> str:
     """The API address without any user:password part."""
-    return str(URL(str(source.api_url)).with_user(None))
+    return without_userinfo(str(source.api_url))

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from cdr_connector.config import Filters
 from cdr_connector.errors import ApiResponseError
+from cdr_connector.redaction import Redactor
 
 SyncFlag = Literal[1, 2, 3]
 """1: records not returned before (the server marks what it returns); 2: records already
@@ -24,6 +25,7 @@ MAX_PAGE_SIZE = 1000
 _SYNC_FLAGS = (1, 2, 3)
 # Server values quoted in error messages are cut to this length.
 _QUOTE_LIMIT = 60
+_NO_SECRETS = Redactor()
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +86,11 @@ class BillPage:
     raw_size: int = 0
 
     @classmethod
-    def from_result(cls, result: Any, query: BillQuery, raw_size: int = 0) -> BillPage:
-        """Validate `data.result` of a GetBill answer; ApiResponseError says what is wrong.
+    def from_result(
+        cls, result: Any, query: BillQuery, raw_size: int = 0, *, redact: Redactor = _NO_SECRETS
+    ) -> BillPage:
+        """Validate `data.result` of a GetBill answer; ApiResponseError says what is wrong,
+        quoting the server's value cut short and passed through `redact` (the client's).
 
         Required: an object with a non-negative integer `totalitems` (a numeric string or an
         integral float is accepted, as PHP servers send either) and a `bills` list; `bills`
@@ -101,7 +106,7 @@ class BillPage:
         if total is None or total < 0:
             raise ApiResponseError(
                 "GetBill answer: result.totalitems must be a non-negative integer, got "
-                f"{_quote(result.get('totalitems'))}"
+                f"{_quote(result.get('totalitems'), redact)}"
             )
         bills = result.get("bills")
         if bills is None and total == 0:
@@ -142,8 +147,9 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _quote(value: Any) -> str:
+def _quote(value: Any, redact: Redactor) -> str:
+    """`value` as Python writes it, cut first and redacted after (a secret the cut went
+    through included)."""
     if value is None:
         return "nothing"
-    text = repr(value)
-    return text if len(text) <= _QUOTE_LIMIT else text[: _QUOTE_LIMIT - 3] + "..."
+    return redact.cut(repr(value), _QUOTE_LIMIT)

@@ -97,7 +97,7 @@ def test_connector_reaches_the_simulator(
     url = urlsplit(str(settings.source.api_url))
     assert url.hostname == "simulator"
     assert url.port == simulator.port
-    assert f"{simulator.port}:{simulator.port}" in services["simulator"]["ports"]
+    assert f"127.0.0.1:{simulator.port}:{simulator.port}" in services["simulator"]["ports"]
     assert settings.source.appid == simulator.appid
     assert settings.source.accesskey.get_secret_value() == simulator.accesskey
 
@@ -131,7 +131,7 @@ def test_metrics_port_is_published_and_scraped(
     services: dict[str, dict[str, Any]], settings: Settings
 ) -> None:
     port = settings.http.port
-    assert services["connector"]["ports"] == [f"{port}:{port}"]
+    assert services["connector"]["ports"] == [f"127.0.0.1:{port}:{port}"]
     prometheus_config = mounts(services["prometheus"])["/etc/prometheus/prometheus.yml"]
     scrape = yaml.safe_load(prometheus_config.read_text(encoding="utf-8"))["scrape_configs"]
     targets = [t for job in scrape for c in job["static_configs"] for t in c["targets"]]
@@ -183,4 +183,4 @@ def test_prometheus_loads_the_alerts_and_grafana_the_dashboard(
         (provisioning / "datasources" / "prometheus.yml").read_text(encoding="utf-8")
     )["datasources"]
     assert datasources[0]["url"] == "http://prometheus:9090"
-    assert "9090:9090" in services["prometheus"]["ports"]
+    assert "127.0.0.1:9090:9090" in services["prometheus"]["ports"]

@@ -209,7 +209,7 @@ def test_default_values_render_only_what_is_always_needed(
     default_objects: list[dict[str, Any]],
 ) -> None:
     kinds = sorted(o["kind"] for o in default_objects)
-    assert kinds == ["ConfigMap", "Deployment", "Service", "ServiceAccount"]
+    assert kinds == ["ConfigMap", "Deployment", "NetworkPolicy", "Service", "ServiceAccount"]
 
 
 def test_production_example_renders_the_optional_objects(
@@ -220,6 +220,7 @@ def test_production_example_renders_the_optional_objects(
         "ConfigMap",
         "ConfigMap",
         "Deployment",
+        "NetworkPolicy",
         "PodDisruptionBudget",
         "PrometheusRule",
         "Service",

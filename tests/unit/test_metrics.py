@@ -30,7 +30,9 @@ SUFFIX = {"counter": "_total", "info": "_info", "gauge": "", "histogram": ""}
 
 
 def families() -> list[Metric]:
-    return list(metrics.REGISTRY.collect())
+    """The connector's own families: not prometheus_client's process_* (README says so)."""
+    process = {family.name for family in metrics.PROCESS.collect()}
+    return [family for family in metrics.REGISTRY.collect() if family.name not in process]
 
 
 def exposed_name(family: Metric) -> str:

@@ -91,6 +91,72 @@ and its listener, so the grace period must exceed the bound by at least 5 s; the
 {{- end }}
 {{- end }}
 
+{{/* The ports of a "host:port,host:port" list as a JSON array (9092 where a port is missing). */}}
+{{- define "cdr-connector.serverPorts" -}}
+{{- $ports := list }}
+{{- range splitList "," . }}
+{{- $port := regexFind ":[0-9]+$" (trim .) | trimPrefix ":" | default "9092" | int }}
+{{- $ports = append $ports $port }}
+{{- end }}
+{{- $ports | uniq | toJson }}
+{{- end }}
+
+{{/* The port of a URL: the one it names, or 443 for https and 80 otherwise. */}}
+{{- define "cdr-connector.urlPort" -}}
+{{- $url := urlParse . }}
+{{- $port := regexFind ":[0-9]+$" $url.host | trimPrefix ":" }}
+{{- if $port }}
+{{- $port }}
+{{- else if eq $url.scheme "https" }}
+{{- 443 }}
+{{- else }}
+{{- 80 }}
+{{- end }}
+{{- end }}
+
+{{/*
+A NetworkPolicy peer of pods in a namespace: `namespaceSelector` when not empty, otherwise the
+namespace named by `namespace`; narrowed by `podSelector` when not empty.
+*/}}
+{{- define "cdr-connector.namespacePeer" -}}
+{{- $peer := dict "namespaceSelector" (.namespaceSelector | default (dict "matchLabels" (dict "kubernetes.io/metadata.name" .namespace))) }}
+{{- with .podSelector }}
+{{- $_ := set $peer "podSelector" . }}
+{{- end }}
+{{- toYaml $peer }}
+{{- end }}
+
+{{/*
+One NetworkPolicy egress rule (a YAML list item) from a target of values.networkPolicy: its
+cidrs as ipBlocks and its namespace/pod selectors as one more peer; no peer at all allows any
+address. Its ports, or the given default ports when it lists none, over TCP.
+*/}}
+{{- define "cdr-connector.egressRule" -}}
+{{- $peers := list }}
+{{- range .target.cidrs }}
+{{- $peers = append $peers (dict "ipBlock" (dict "cidr" .)) }}
+{{- end }}
+{{- $selectors := dict }}
+{{- with .target.namespaceSelector }}
+{{- $_ := set $selectors "namespaceSelector" . }}
+{{- end }}
+{{- with .target.podSelector }}
+{{- $_ := set $selectors "podSelector" . }}
+{{- end }}
+{{- if $selectors }}
+{{- $peers = append $peers $selectors }}
+{{- end }}
+{{- $ports := list }}
+{{- range (.target.ports | default .ports) }}
+{{- $ports = append $ports (dict "port" (int .) "protocol" "TCP") }}
+{{- end }}
+{{- $rule := dict "ports" $ports }}
+{{- if $peers }}
+{{- $_ := set $rule "to" $peers }}
+{{- end }}
+{{- list $rule | toYaml }}
+{{- end }}
+
 {{/* Where the credentials Secret is mounted, and the file the connector reads the key from. */}}
 {{- define "cdr-connector.accesskeyFile" -}}
 {{- printf "%s/%s" (trimSuffix "/" .Values.credentials.mountPath) .Values.credentials.accesskeyKey }}
@@ -149,6 +215,16 @@ mounted Secret, and the listener on every interface (the kubelet probes the pod'
 {{- $source := .Values.config.source | default dict }}
 {{- if or (hasKey $source "accesskey") (hasKey $source "accesskey_file") }}
 {{- fail "config.source.accesskey and config.source.accesskey_file are set by the chart from credentials.existingSecret: never put the access key in values (they end up in a ConfigMap)" }}
+{{- end }}
+{{- $kafka := .Values.config.kafka | default dict }}
+{{- $avro := .Values.config.avro | default dict }}
+{{- $maps := dict "kafka.client_config" ($kafka.client_config | default dict) "avro.schema_registry_config" ($avro.schema_registry_config | default dict) }}
+{{- range $path, $map := $maps }}
+{{- range $key, $_ := $map }}
+{{- if regexMatch "(password|secret|passphrase|key\\.pem|user\\.info|auth\\.token)$" (lower $key) }}
+{{- fail (printf "config.%s.%s must come from a Secret, never from values (they end up in a ConfigMap): remove it and pass it through env as CDR_%s__%s with valueFrom.secretKeyRef (see examples/values-production.yaml), or through envFrom" $path $key (replace "." "__" $path | upper) (upper $key)) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if and (not $source.appid) (not .Values.credentials.appidKey) }}
 {{- fail "config.source.appid is required (or credentials.appidKey to read it from the Secret)" }}

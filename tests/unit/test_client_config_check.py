@@ -1,0 +1,87 @@
+"""kafka.client_config is checked by librdkafka itself at start-up, without reaching a broker."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+
+from cdr_connector.config import Settings
+from cdr_connector.errors import ConfigError
+from cdr_connector.kafka_sink import validate_client_config
+
+
+def settings(client_config: dict[str, str], **kafka: Any) -> Settings:
+    return Settings(
+        source={"appid": "a", "accesskey": "k"},
+        kafka={"client_config": client_config, **kafka},
+    )
+
+
+def refusal(client_config: dict[str, str]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        validate_client_config(settings(client_config))
+    message = str(caught.value)
+    assert message.startswith("invalid settings: kafka.client_config: ")
+    assert "\n" not in message
+    return message
+
+
+def test_an_unknown_property_is_named() -> None:
+    assert 'No such configuration property: "sasl.pasword"' in refusal({"sasl.pasword": "x"})
+
+
+def test_sasl_ssl_without_a_mechanism_says_to_set_one() -> None:
+    message = refusal({"security.protocol": "SASL_SSL"})
+    assert "set sasl.mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER)" in message
+
+
+def test_a_value_out_of_librdkafkas_range_is_named() -> None:
+    assert '"queue.buffering.max.ms"' in refusal({"queue.buffering.max.ms": "99999999"})
+
+
+def test_the_consumers_configuration_is_checked_too() -> None:
+    """A conflict only a consumer has: fetch.max.bytes below message.max.bytes."""
+    message = refusal({"fetch.max.bytes": "1000", "message.max.bytes": "5000"})
+    assert "fetch.max.bytes" in message
+
+
+@pytest.mark.parametrize(
+    "client_config",
+    [
+        {"security.protocol": "correct-horse-battery"},
+        {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "correct-horse-battery"},
+    ],
+)
+def test_values_are_never_echoed(client_config: dict[str, str]) -> None:
+    message = refusal(client_config)
+    assert "correct-horse-battery" not in message
+    assert "(hidden)" in message or "Invalid value for" in message
+
+
+def test_a_working_configuration_passes() -> None:
+    validate_client_config(
+        settings(
+            {
+                "security.protocol": "SASL_SSL",
+                "sasl.mechanism": "SCRAM-SHA-512",
+                "sasl.username": "cdr-connector",
+                "sasl.password": "secret",
+                "linger.ms": "20",
+                "fetch.max.bytes": "52428800",
+            }
+        )
+    )
+    validate_client_config(settings({}))
+
+
+def test_no_broker_is_contacted() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(1.0)
+        port = listener.getsockname()[1]
+        validate_client_config(settings({}, bootstrap_servers=f"127.0.0.1:{port}"))
+        with pytest.raises(TimeoutError):
+            listener.accept()
