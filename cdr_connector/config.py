@@ -17,7 +17,7 @@ import typing
 from collections.abc import Sequence
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -471,7 +471,9 @@ def _setting_at(path: Sequence[int | str]) -> FieldInfo | None:
     for part in path:
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             return None
-        field = model.model_fields.get(str(part))
+        # Through Any: where pydantic is absent (the writers' isolated mypyc build checks
+        # this module without it) `model` is a bare `type`.
+        field = cast(Any, model).model_fields.get(str(part))
         if field is None:
             return None
         model = field.annotation
