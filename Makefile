@@ -1,4 +1,4 @@
-.PHONY: test demo lint clean
+.PHONY: test demo lint clean mutate
 
 # Installs what is missing, starts a local Kafka broker, runs ruff, mypy --strict and pytest.
 test:
@@ -7,6 +7,12 @@ test:
 # Local broker + simulator with live traffic + the connector, printing records as they arrive.
 demo:
 	scripts/demo.sh
+
+# Mutation testing of the core modules against the unit tests (scripts/mutate): a measurement,
+# as bench/ is, of about 25 minutes on 2 cores, not part of `make test`; uses the .venv that
+# `make test` creates. Writes .mutate/report.md. Options: make mutate MUTATE_ARGS=--help
+mutate:
+	.venv/bin/python -m scripts.mutate $(MUTATE_ARGS)
 
 lint:
 	scripts/bootstrap.sh

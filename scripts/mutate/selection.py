@@ -1,0 +1,103 @@
+"""What is mutated and which tests judge it.
+
+The modules: every `.py` file of the package outside `simulator/` (the vendor API's stand-in,
+which the connector does not run). They are found on disk, so a new module is measured
+without a change here.
+
+The tests of a module: the unit test files that import it directly, by its own name or by a
+name its package re-exports (`from cdr_connector.api import VendorApiClient` imports
+`cdr_connector/api/client.py`). A file that only reaches a module through another module is
+not picked: its tests were written for something else, and running them would make every
+mutant cost several times as much. The module's own test file runs first, so that most
+mutants are killed by the first failing test (pytest runs with `-x`).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+from pathlib import Path
+
+PACKAGE = "cdr_connector"
+EXCLUDED_PACKAGES = ("simulator",)
+UNIT_TESTS = Path("tests") / "unit"
+
+
+def core_modules(root: Path) -> list[str]:
+    """Paths (relative to `root`, with `/`) of the modules to mutate, sorted."""
+    package = root / PACKAGE
+    found = []
+    for path in package.rglob("*.py"):
+        relative = path.relative_to(package)
+        if relative.parts[0] in EXCLUDED_PACKAGES or "__pycache__" in relative.parts:
+            continue
+        found.append(path.relative_to(root).as_posix())
+    return sorted(found)
+
+
+def module_name(path: str) -> str:
+    """`cdr_connector/api/client.py` -> `cdr_connector.api.client`; a package is its name."""
+    parts = path.removesuffix(".py").split("/")
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def tests_by_module(root: Path, modules: Iterable[str]) -> dict[str, list[str]]:
+    """For each module path, the unit test files (relative to `root`) that import it."""
+    names = {module_name(path): path for path in modules}
+    reexports = {name: _reexports(root / path) for name, path in names.items()}
+    chosen: dict[str, list[str]] = {path: [] for path in names.values()}
+    for test in sorted((root / UNIT_TESTS).glob("test_*.py")):
+        for name in imported_modules(ast.parse(test.read_text()), names, reexports):
+            chosen[names[name]].append(test.relative_to(root).as_posix())
+    return {path: _own_test_first(path, tests) for path, tests in chosen.items()}
+
+
+def imported_modules(
+    tree: ast.Module, known: Iterable[str], reexports: dict[str, dict[str, str]]
+) -> set[str]:
+    """The known modules a test file imports: named in an import, or the origin of a name
+    imported from a package that re-exports it."""
+    known = set(known)
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name in known)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.update(_from_import(node.module, node.names, known, reexports))
+    return found
+
+
+def _from_import(
+    module: str, names: list[ast.alias], known: set[str], reexports: dict[str, dict[str, str]]
+) -> set[str]:
+    """`from module import a, b`: a submodule named is imported itself; any other name comes
+    from `module` (a package's `__init__.py` included) and from where the package got it."""
+    found: set[str] = set()
+    for alias in names:
+        submodule = f"{module}.{alias.name}"
+        if submodule in known:
+            found.add(submodule)
+            continue
+        origin = reexports.get(module, {}).get(alias.name)
+        found.update(name for name in (module, origin) if name in known)
+    return found
+
+
+def _reexports(path: Path) -> dict[str, str]:
+    """Names a package's `__init__.py` imports from other modules: name -> that module."""
+    if path.name != "__init__.py":
+        return {}
+    origins = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                origins[alias.asname or alias.name] = node.module
+    return origins
+
+
+def _own_test_first(path: str, tests: list[str]) -> list[str]:
+    """`test_poller.py` before the others for `poller.py`, `test_api_client.py` for `client.py`."""
+    own = f"_{Path(path).stem}.py"
+    return sorted(tests, key=lambda test: (not test.endswith(own), test))
