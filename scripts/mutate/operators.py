@@ -16,10 +16,10 @@ byte for byte, so line numbers, comments and formatting of the rest of the modul
 
 Left alone, because a change there is either invisible at run time (an equivalent mutant, a
 survivor that says nothing about the tests) or never runs under the unit tests: docstrings;
-type annotations (except the arguments of calls in them, such as pydantic's `Field(ge=1)`,
-which validate at run time); decorators and base classes (`@dataclass(slots=True)` ->
-`slots=False` changes nothing a test sees); `if TYPE_CHECKING:` and `if __name__ ==
-"__main__":` blocks; `__all__`; imports; the deletion of a module's type aliases; `pass` and
+type annotations and a module's type aliases (`Mode = Literal[1, 2]`), except the arguments
+of calls in them, such as pydantic's `Field(ge=1)`, which validate at run time; decorators
+and base classes (`@dataclass(slots=True)` -> `slots=False` changes nothing a test sees);
+`if TYPE_CHECKING:` and `if __name__ == "__main__":` blocks; `__all__`; imports; `pass` and
 `...`; `del` of plain names (it frees memory, nothing else); and the inside of f-strings
 (whose node positions Python 3.11 does not report reliably).
 """
@@ -185,12 +185,12 @@ class _Finder(ast.NodeVisitor):
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
         self._delete(node)
-        self._visit_calls_in_annotation(node.annotation)
+        self._visit_call_arguments(node.annotation)
         if node.value is not None:
             self.visit(node.value)
 
-    def _visit_calls_in_annotation(self, annotation: ast.expr) -> None:
-        for node in ast.walk(annotation):
+    def _visit_call_arguments(self, type_expression: ast.expr) -> None:
+        for node in ast.walk(type_expression):
             if isinstance(node, ast.Call):
                 for argument in [*node.args, *(k.value for k in node.keywords)]:
                     self.visit(argument)
@@ -198,8 +198,10 @@ class _Finder(ast.NodeVisitor):
     def visit_Assign(self, node: ast.Assign) -> None:
         if any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
             return
-        if self._scope or not _is_type_alias(node.value):
-            self._delete(node)
+        if not self._scope and _is_type_alias(node.value):
+            self._visit_call_arguments(node.value)
+            return
+        self._delete(node)
         self.generic_visit(node)
 
     # --- the operators ------------------------------------------------------------------
@@ -286,8 +288,9 @@ def _keep_statement(node: ast.stmt) -> bool:
 
 
 def _is_type_alias(value: ast.expr) -> bool:
-    """`FetchMode = Literal[...]`, `T = TypeVar("T")`: with postponed annotations, deleting
-    one changes nothing unless it is used at run time, and then the import fails anyway."""
+    """`FetchMode = Literal[...]`, `T = TypeVar("T")`: with postponed annotations, changing
+    one changes nothing unless it is used at run time (and deleting it then fails the
+    import)."""
     if isinstance(value, ast.Subscript):
         return True
     if isinstance(value, ast.Call):

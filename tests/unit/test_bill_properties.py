@@ -186,6 +186,8 @@ def test_the_rules_hold_at_their_bounds_in_every_writer() -> None:
         ({"starttime": "2000-01-01 08:00:00"}, FETCHED_AT_MS, True),  # 00:00Z
         ({"starttime": "2000-01-01 07:59:59"}, FETCHED_AT_MS, False),
         ({"duration": -1, "billsec": 0}, FETCHED_AT_MS, False),
+        ({"duration": 0, "billsec": -1}, FETCHED_AT_MS, False),
+        ({"duration": 0, "billsec": 0, "answertime": None}, FETCHED_AT_MS, True),
         ({"duration": INT_MAX, "billsec": INT_MAX + 1}, FETCHED_AT_MS, False),
         ({"duration": INT_MAX, "billsec": INT_MAX}, FETCHED_AT_MS, True),
         ({"id": ID_MAX}, FETCHED_AT_MS, True),

@@ -5,7 +5,13 @@ from the module's constants, so that changing a limit is a visible decision (the
 
 from __future__ import annotations
 
-from cdr_connector.checkpoint import HOUR_MS, CheckpointState
+import zlib
+
+import orjson
+import pytest
+
+from cdr_connector.checkpoint import HOUR_MS, STATE_VERSION, CheckpointState
+from cdr_connector.errors import PermanentError
 
 
 def test_one_fingerprint_over_the_bound_of_1_000_drops_the_oldest() -> None:
@@ -35,3 +41,13 @@ def test_an_hour_is_forgotten_once_it_ended_before_the_horizon_not_when_it_ends_
     assert state.hour_counts == {5 * HOUR_MS: 1, 6 * HOUR_MS: 1}
     state.forget_before(6 * HOUR_MS + 1)
     assert state.hour_counts == {6 * HOUR_MS: 1}
+
+
+def test_a_state_of_a_later_version_is_refused_even_when_every_field_is_there() -> None:
+    """A later version may mean something else by the same fields: reading it as this one
+    would deduplicate against ids it does not hold."""
+    document = orjson.loads(zlib.decompress(CheckpointState(source="s").encode()))
+    assert document["version"] == STATE_VERSION == 1
+    later = zlib.compress(orjson.dumps(document | {"version": STATE_VERSION + 1}))
+    with pytest.raises(PermanentError, match="unsupported state version 2"):
+        CheckpointState.decode(later)

@@ -108,7 +108,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Literal
 __all__ = ["f"]
-Mode = Literal["a", "b"]
+Mode = Literal[1, 2]
 T = TypeVar("T")
 if TYPE_CHECKING:
     LIMIT = 1
@@ -128,9 +128,14 @@ if __name__ == "__main__":
     assert kinds == Counter()
 
 
-def test_the_arguments_of_calls_in_an_annotation_are_mutated() -> None:
+def test_the_arguments_of_calls_in_an_annotation_or_type_alias_are_mutated() -> None:
     source = "class S:\n    n: Annotated[int, Field(ge=1)] = 0\n"
     assert "class S:\n    n: Annotated[int, Field(ge=2)] = 0\n" in mutated(source, "constant")
+    source = "Flag = Literal[1, 2]\nPositive = Annotated[float, Field(gt=0)]\n"
+    assert sorted(mutated(source, "constant")) == [
+        "Flag = Literal[1, 2]\nPositive = Annotated[float, Field(gt=-1)]\n",
+        "Flag = Literal[1, 2]\nPositive = Annotated[float, Field(gt=1)]\n",
+    ]
 
 
 def test_the_rest_of_the_source_is_kept_byte_for_byte() -> None:
