@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any, Literal
 
+from cdr_connector.bill import integer_value
 from cdr_connector.config import Filters
 from cdr_connector.errors import ApiResponseError
 from cdr_connector.redaction import Redactor
@@ -128,19 +129,10 @@ class BillPage:
 
 
 def int_like(value: Any) -> int | None:
-    """An integer, a string of decimal digits or an integral float as an int; otherwise None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        text = value.strip()
-        digits = text.removeprefix("-")
-        if digits.isascii() and digits.isdigit():
-            return int(text)
-    return None
+    """An integer of the envelope (`ret`, `data.status`, `totalitems`, ...) as the one reader of
+    integers, `bill.integer_value`, reads it; surrounding spaces are allowed, as PHP servers
+    sometimes pad numbers written as text. None when it is not one."""
+    return integer_value(value.strip() if isinstance(value, str) else value)
 
 
 def _type_name(value: Any) -> str:

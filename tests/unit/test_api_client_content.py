@@ -9,9 +9,9 @@ import pytest
 from aiohttp import web
 
 from cdr_connector import metrics
-from cdr_connector.api import GET_BILL
+from cdr_connector.api import GET_BILL, BillPage
 from cdr_connector.bill import UnreadableBill
-from cdr_connector.errors import AnswerTooLargeError, ApiTransientError
+from cdr_connector.errors import AnswerTooLargeError, ApiResponseError, ApiTransientError
 from tests.unit import test_api_client as fakes
 from tests.unit.test_api_client import BILLS, Factory, FakeVendor, Reply, query, raw
 
@@ -112,3 +112,14 @@ async def test_an_answer_at_the_size_limit_is_read(
     vendor.script(GET_BILL, raw(body))
     client = make_client(max_answer_bytes=64 * 1024)
     assert (await client.get_bills(query())).bills == [BILLS[0]]
+
+
+@pytest.mark.parametrize("total", ["9" * 25, "٣", "1e3", "12.5", True])
+def test_an_envelope_integer_is_read_by_the_one_integer_reader(total: object) -> None:
+    """`totalitems` of 25 digits was an int of any size; "٣" read as 3 by str.isdigit."""
+    with pytest.raises(ApiResponseError, match="totalitems must be a non-negative integer"):
+        BillPage.from_result({"totalitems": total, "bills": []}, query())
+
+
+def test_an_envelope_integer_may_be_padded_text() -> None:
+    assert BillPage.from_result({"totalitems": " 7 ", "bills": []}, query()).totalitems == 7
