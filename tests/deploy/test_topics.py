@@ -1,10 +1,12 @@
-"""deploy/topics: the Strimzi KafkaTopics, create-topics.sh and acls.sh agree with each other and
-with the topics the connector itself would create (`kafka_sink._topic_specs`).
+"""deploy/topics: the Strimzi KafkaTopics and KafkaUser, create-topics.sh and acls.sh agree with
+each other, with the topics the connector itself would create (`kafka_sink._topic_specs`), with
+the names it derives from its settings, and with the Helm chart's production example.
 
 The scripts run for real, with kafka-topics.sh / kafka-acls.sh replaced by a stub that records
-its arguments. Strimzi's CRD schema is not available offline: the KafkaTopic objects are checked
-for the fields the topic operator reads (apiVersion, cluster label, topicName, partitions,
-replicas, config) and for Kafka topic configs the connector relies on.
+its arguments. The Strimzi objects are checked for the shape of `kafka.strimzi.io/v1`: the
+apiVersion, and an ACL rule's `operations` list (v1 removed v1beta2's single `operation`). Their
+full CRD schemas are not checked here: no package registry this project installs from serves
+Strimzi's CRDs (Strimzi publishes them in its installation files only).
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from typing import Any
 import pytest
 import yaml
 
-from cdr_connector.config import load_settings
+from cdr_connector.config import Settings, load_settings
 from cdr_connector.kafka_sink import _topic_specs, consumer_config
-from tests.deploy.conftest import DEPLOY, run
+from tests.deploy.conftest import CHART, DEPLOY, run
 
 TOPICS = DEPLOY / "topics"
+STRIMZI_API = "kafka.strimzi.io/v1"
+PRODUCTION = CHART / "examples" / "values-production.yaml"
 STUB = """#!/usr/bin/env python3
 import json, os, sys
 with open(os.environ["STUB_LOG"], "a", encoding="utf-8") as log:
@@ -44,11 +48,14 @@ def defaults() -> dict[str, dict[str, Any]]:
     }
 
 
+def strimzi_objects(name: str) -> list[dict[str, Any]]:
+    return list(yaml.safe_load_all((TOPICS / name).read_text(encoding="utf-8")))
+
+
 def strimzi_topics() -> dict[str, dict[str, Any]]:
-    documents = yaml.safe_load_all((TOPICS / "kafkatopics.yaml").read_text(encoding="utf-8"))
     topics = {}
-    for doc in documents:
-        assert doc["apiVersion"] == "kafka.strimzi.io/v1beta2"
+    for doc in strimzi_objects("kafkatopics.yaml"):
+        assert doc["apiVersion"] == STRIMZI_API
         assert doc["kind"] == "KafkaTopic"
         assert doc["metadata"]["labels"]["strimzi.io/cluster"]
         assert set(doc["spec"]) == {"topicName", "partitions", "replicas", "config"}
@@ -163,12 +170,12 @@ def acl_grants(tmp_path: Path, **env: str) -> set[tuple[str, str, str]]:
     return grants
 
 
-def test_acls_cover_what_the_connector_does(tmp_path: Path) -> None:
-    settings = load_settings(source={"name": "acme", "appid": "a", "accesskey": "k"})
+def required_grants(settings: Settings) -> set[tuple[str, str, str]]:
+    """What the connector does with these settings, as (resource type, name, operation)."""
     kafka = settings.kafka
     # The state reader's consumer group (assigned partitions, no commits; see the README).
     group = consumer_config(settings, "state")["group.id"]
-    expected = {
+    return {
         ("Topic", kafka.topic, "Write"),
         ("Topic", kafka.topic, "Describe"),
         ("Topic", kafka.dead_letter_topic, "Write"),
@@ -180,7 +187,11 @@ def test_acls_cover_what_the_connector_does(tmp_path: Path) -> None:
         ("TransactionalId", settings.transactional_id, "Write"),
         ("TransactionalId", settings.transactional_id, "Describe"),
     }
-    assert acl_grants(tmp_path, SOURCE="acme") == expected
+
+
+def test_acls_cover_what_the_connector_does(tmp_path: Path) -> None:
+    settings = load_settings(source={"name": "acme", "appid": "a", "accesskey": "k"})
+    assert acl_grants(tmp_path, SOURCE="acme") == required_grants(settings)
 
 
 def test_state_group_matches_the_state_consumer() -> None:
@@ -197,3 +208,115 @@ def test_optional_acls(tmp_path: Path) -> None:
     assert ("Cluster", "kafka-cluster", "IdempotentWrite") in grants
     creates = {name for kind, name, operation in grants if operation == "Create"}
     assert creates == {"cdr.calls", "cdr.calls.dlq", "cdr-connector.state"}
+
+
+# --- Strimzi v1: schema, the KafkaUser, the production example ----------------------------------
+
+
+def production_values() -> dict[str, Any]:
+    values: dict[str, Any] = yaml.safe_load(PRODUCTION.read_text(encoding="utf-8"))
+    return values
+
+
+def production_settings() -> Settings:
+    """The connector's settings of the production example (its credentials come from a Secret)."""
+    config = production_values()["config"]
+    source = {**config["source"], "appid": "a", "accesskey": "k"}
+    return load_settings(source=source, kafka=config["kafka"])
+
+
+def production_cluster() -> str:
+    """The Strimzi cluster the production example connects to, from the names Strimzi gives its
+    bootstrap Service (<cluster>-kafka-bootstrap) and CA Secret (<cluster>-cluster-ca-cert)."""
+    values = production_values()
+    host = str(values["config"]["kafka"]["bootstrap_servers"]).split(":")[0].split(".")[0]
+    assert host.endswith("-kafka-bootstrap"), host
+    (ca_secret,) = {
+        volume["secret"]["secretName"]
+        for volume in values["extraVolumes"]
+        if volume["secret"]["secretName"].endswith("-cluster-ca-cert")
+    }
+    cluster = host.removesuffix("-kafka-bootstrap")
+    assert ca_secret == f"{cluster}-cluster-ca-cert"
+    return cluster
+
+
+def kafka_user() -> dict[str, Any]:
+    (user,) = strimzi_objects("kafkauser.yaml")
+    assert user["apiVersion"] == STRIMZI_API
+    assert user["kind"] == "KafkaUser"
+    return user
+
+
+def user_grants(user: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """(resource type, name, operation) of the KafkaUser's ACLs, named as acls.sh names them."""
+    kinds = {"topic": "Topic", "group": "Group", "transactionalId": "TransactionalId"}
+    authorization = user["spec"]["authorization"]
+    assert authorization["type"] == "simple"
+    grants = set()
+    for rule in authorization["acls"]:
+        # Every rule allows exactly one named resource from any host.
+        assert rule.get("type", "allow") == "allow", rule
+        assert rule.get("host", "*") == "*", rule
+        resource = rule["resource"]
+        assert resource.get("patternType", "literal") == "literal", rule
+        for operation in rule["operations"]:
+            grants.add((kinds[resource["type"]], resource["name"], operation))
+    return grants
+
+
+V1_KINDS = {"KafkaTopic": {"topicName", "partitions", "replicas", "config"}, "KafkaUser": set()}
+
+
+@pytest.mark.parametrize("name", ["kafkatopics.yaml", "kafkauser.yaml"])
+def test_strimzi_objects_have_the_shape_of_v1(name: str) -> None:
+    objects = strimzi_objects(name)
+    assert objects
+    for manifest in objects:
+        assert manifest["apiVersion"] == STRIMZI_API, manifest["metadata"]["name"]
+        allowed = V1_KINDS[manifest["kind"]]
+        if allowed:
+            assert set(manifest["spec"]) <= allowed, manifest["spec"]
+    if name == "kafkauser.yaml":
+        for rule in kafka_user()["spec"]["authorization"]["acls"]:
+            assert "operation" not in rule, "v1 takes a list of `operations` only"
+            assert rule["operations"] and isinstance(rule["operations"], list), rule
+
+
+def test_cluster_labels_match_the_production_example() -> None:
+    cluster = production_cluster()
+    for name in ("kafkatopics.yaml", "kafkauser.yaml"):
+        for manifest in strimzi_objects(name):
+            assert manifest["metadata"]["labels"]["strimzi.io/cluster"] == cluster, name
+
+
+def test_production_uses_the_default_topic_names() -> None:
+    """The topic manifests name the default topics; the production example must use them."""
+    default = load_settings(source={"appid": "a", "accesskey": "k"}).kafka
+    production = production_settings().kafka
+    for setting in ("topic", "dead_letter_topic", "state_topic"):
+        assert getattr(production, setting) == getattr(default, setting), setting
+    assert not production.create_topics  # so the KafkaUser needs no Create
+
+
+def test_kafka_user_grants_what_the_production_connector_does(tmp_path: Path) -> None:
+    settings = production_settings()
+    expected = required_grants(settings)
+    assert user_grants(kafka_user()) == expected
+    assert acl_grants(tmp_path, SOURCE=settings.source.name) == expected
+
+
+def test_kafka_user_is_the_production_examples_principal() -> None:
+    """The username, the SASL mechanism and the Secret the user operator writes are those the
+    production example's connector uses."""
+    user = kafka_user()
+    values = production_values()
+    client_config = values["config"]["kafka"]["client_config"]
+    assert user["metadata"]["name"] == client_config["sasl.username"]
+    assert user["spec"]["authentication"]["type"] == client_config["sasl.mechanism"].lower()
+    (password,) = [
+        variable["valueFrom"]["secretKeyRef"]
+        for variable in values["env"]
+        if variable["name"] == "CDR_KAFKA__CLIENT_CONFIG__SASL.PASSWORD"
+    ]
+    assert password == {"name": user["metadata"]["name"], "key": "password"}
