@@ -30,10 +30,10 @@ import asyncio
 import dataclasses
 import logging
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 from cdr_connector import metrics
 from cdr_connector.api import BillPage, BillQuery, VendorApi
@@ -181,15 +181,7 @@ class Poller:
         pages: Sequence[int],
     ) -> list[_PageRead]:
         queries = [self._query(start, end, syncflag, page) for page in pages]
-        results = await asyncio.gather(
-            *(self._read_page(query) for query in queries), return_exceptions=True
-        )
-        reads = [r for r in results if isinstance(r, _PageRead)]
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            partial = FetchedBatch(mode, [bill for r in reads for bill in r.bills], self._now_ms())
-            raise RoundFailedError(partial, failures[0]) from failures[0]
-        return reads
+        return await self._gather_round([self._read_page(query) for query in queries], mode)
 
     async def _read_page(self, query: BillQuery) -> _PageRead:
         """One listing page; over the answer size limit, the same records in smaller pages."""
@@ -259,10 +251,15 @@ class Poller:
         return start, start + timedelta(seconds=3599)
 
     async def _fetch_round(self, queries: Sequence[BillQuery], mode: FetchMode) -> list[BillPage]:
-        results = await asyncio.gather(
-            *(self._api.get_bills(q) for q in queries), return_exceptions=True
-        )
-        answers = [r for r in results if isinstance(r, BillPage)]
+        return await self._gather_round([self._api.get_bills(q) for q in queries], mode)
+
+    async def _gather_round(
+        self, requests: Sequence[Awaitable[_Answer]], mode: FetchMode
+    ) -> list[_Answer]:
+        """The answers of requests made at once; if any failed, RoundFailedError carrying the
+        bills the others returned (they may be marked on the server already)."""
+        results = await asyncio.gather(*requests, return_exceptions=True)
+        answers = [r for r in results if not isinstance(r, BaseException)]
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             partial = FetchedBatch(mode, _bills_of(answers), self._now_ms())
@@ -286,6 +283,14 @@ class Poller:
         return int(self._clock.time() * 1000)
 
 
+class _HasBills(Protocol):
+    @property
+    def bills(self) -> list[Any]: ...
+
+
+_Answer = TypeVar("_Answer", bound=_HasBills)
+
+
 @dataclass(frozen=True, slots=True)
 class _PageRead:
     """A listing page as read: its bills, the count the server claimed (None when no answer
@@ -306,5 +311,5 @@ def _smaller_page_size(size: int) -> int | None:
     return None
 
 
-def _bills_of(answers: Sequence[BillPage]) -> list[Any]:
+def _bills_of(answers: Sequence[_HasBills]) -> list[Any]:
     return [bill for answer in answers for bill in answer.bills]
