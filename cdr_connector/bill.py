@@ -161,7 +161,7 @@ def record_id(bill: Mapping[str, Any]) -> int:
         raise _absent(bill, "id")
     return _fail(
         "id",
-        f"{_show(value)} is not a usable id: an integer {ID_MIN}..{ID_MAX}, as a JSON integer "
+        f"{show(value)} is not a usable id: an integer {ID_MIN}..{ID_MAX}, as a JSON integer "
         "or a string of ASCII digits",
     )
 
@@ -176,12 +176,12 @@ def integer(bill: Mapping[str, Any], field: str, low: int, high: int) -> int:
         if value is None:
             raise _absent(bill, field)
         if isinstance(value, bool):
-            return _fail(field, f"{_show(value)} is a boolean, not an integer")
+            return _fail(field, f"{show(value)} is a boolean, not an integer")
         if isinstance(value, float):
-            return _fail(field, f"{_show(value)} is not a whole number")
+            return _fail(field, f"{show(value)} is not a whole number")
         if isinstance(value, str):
-            return _fail(field, f"{_show(value)} is not an integer of at most 19 ASCII digits")
-        return _fail(field, f"expected an integer, got {json_type(value)} {_show(value)}")
+            return _fail(field, f"{show(value)} is not an integer of at most 19 ASCII digits")
+        return _fail(field, f"expected an integer, got {json_type(value)} {show(value)}")
     if not low <= number <= high:
         if low == 0 and number < 0:
             return _fail(field, f"{number} is negative; a number of seconds cannot be")
@@ -212,11 +212,11 @@ def _text(field: str, value: Any) -> str:
     elif isinstance(value, float) and math.isfinite(value):
         text = str(int(value)) if value.is_integer() else repr(value)
     else:
-        return _fail(field, f"expected a string, got {json_type(value)} {_show(value)}")
+        return _fail(field, f"expected a string, got {json_type(value)} {show(value)}")
     try:
         size = len(text.encode())
     except UnicodeEncodeError:
-        return _fail(field, f"{_show(text)} is not valid Unicode (a lone surrogate)")
+        return _fail(field, f"{show(text)} is not valid Unicode (a lone surrogate)")
     if size > MAX_TEXT_BYTES:
         return _fail(field, f"{size} bytes, more than the {MAX_TEXT_BYTES} a bill's text may hold")
     return text
@@ -231,7 +231,7 @@ def unknown_fields(bill: Mapping[str, Any]) -> dict[str, str]:
             continue
         if not isinstance(name, str):
             raise RecordError(
-                f"field {_show(name)}: field names must be strings", stage=STAGE, field=str(name)
+                f"field {show(name)}: field names must be strings", stage=STAGE, field=str(name)
             )
         try:
             encoded = orjson.dumps(value)
@@ -295,12 +295,12 @@ def call_problem(
     if start_ms < EARLIEST_START_MS:
         return _wrong(
             "starttime",
-            f"{_show(bill.get('starttime'))} is before 2000-01-01; the PBX's clock was not set",
+            f"{show(bill.get('starttime'))} is before 2000-01-01; the PBX's clock was not set",
         )
     if end_ms > fetched_at_ms + MAX_END_AHEAD_MS:
         return _wrong(
             "endtime",
-            f"{_show(bill.get('endtime'))} is more than a day after the bill was fetched",
+            f"{show(bill.get('endtime'))} is more than a day after the bill was fetched",
         )
     # Unreachable while each field was read within its range; a bug if it is not.
     return RecordError("the bill's numbers or times are inconsistent", stage=STAGE)
@@ -442,8 +442,8 @@ def _absent(bill: Mapping[str, Any], field: str) -> RecordError:
 
 def _bad_time(field: str, value: Any) -> RecordError:
     if isinstance(value, str):
-        return _wrong(field, f"{_show(value)} is not a valid {_TIME_FORMAT} time")
-    return _wrong(field, f"expected a {_TIME_FORMAT} string, got {json_type(value)} {_show(value)}")
+        return _wrong(field, f"{show(value)} is not a valid {_TIME_FORMAT} time")
+    return _wrong(field, f"expected a {_TIME_FORMAT} string, got {json_type(value)} {show(value)}")
 
 
 def _wrong(field: str, problem: str) -> RecordError:
@@ -454,7 +454,8 @@ def _fail(field: str, problem: str) -> NoReturn:
     raise _wrong(field, problem)
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
+    """`value` as a short text for an error message."""
     shown = repr(value)
     return shown if len(shown) <= _MAX_SHOWN else shown[: _MAX_SHOWN - 3] + "..."
 
@@ -473,11 +474,6 @@ def json_type(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "an array"
     return f"a {type(value).__name__}"
-
-
-def show(value: Any) -> str:
-    """`value` as a short text for an error message."""
-    return _show(value)
 
 
 def raw_bytes(bill: Any, *, sort_keys: bool = False) -> bytes:
