@@ -25,6 +25,7 @@ from cdr_connector.simulator import running_simulator
 from tests.faults.conftest import FaultReport
 from tests.faults.scenarios import ACCESSKEY, Scene, finish, simulator_config
 from tests.integration.harness import Topics, wait_for_records
+from tests.unit.test_api_redirects import elsewhere
 
 BACKLOG = 400
 RATE = 30.0
@@ -58,17 +59,6 @@ class Front:
             )
 
 
-class Elsewhere:
-    """The other host: records every request that reaches it."""
-
-    def __init__(self) -> None:
-        self.bodies: list[bytes] = []
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.bodies.append(await request.read())
-        return web.Response(text="thanks")
-
-
 @asynccontextmanager
 async def serving(
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
@@ -90,12 +80,11 @@ async def test_a_redirecting_vendor_gets_no_credential_and_loses_no_record(
 ) -> None:
     started = time.monotonic()
     config = simulator_config(seed=111, backlog=BACKLOG, rate=RATE)
-    elsewhere = Elsewhere()
     async with (
         running_simulator(config) as sim,
-        serving(elsewhere.handle) as elsewhere_url,
+        elsewhere() as (elsewhere_address, received),
     ):
-        front = Front(sim.url, elsewhere_url + "api/")
+        front = Front(sim.url, f"http://{elsewhere_address}/api/")
         async with serving(front.handle) as front_url:
             scene = Scene(kafka_bootstrap, sim, topics, tmp_path)
             first = scene.connector("redirected", CDR_SOURCE__API_URL=front_url)
@@ -109,8 +98,8 @@ async def test_a_redirecting_vendor_gets_no_credential_and_loses_no_record(
                 first.kill()
             assert code != 0, f"the connector went on past a redirect:\n{output}"
             assert front.redirected >= 1
-            assert elsewhere.bodies == [], "a request reached the other host"
-            assert elsewhere_url.removeprefix("http://").rstrip("/") in output
+            assert received == [], "a request reached the other host"
+            assert elsewhere_address in output
             assert ACCESSKEY not in output
 
             # The fix: the vendor's address serves again; a restart takes up where it stopped.
@@ -130,5 +119,5 @@ async def test_a_redirecting_vendor_gets_no_credential_and_loses_no_record(
                 second.kill()
     fault_report.add(outcome)
     outcome.assert_clean()
-    assert elsewhere.bodies == []
+    assert received == []
     assert len(records) > BACKLOG
