@@ -12,7 +12,6 @@ import aiohttp
 import pytest
 
 from cdr_connector.api import GET_BILL, LOGIN, BillPage, BillQuery, VendorApiClient
-from cdr_connector.clock import FakeClock
 from cdr_connector.config import Filters, PollSettings, SourceSettings
 from cdr_connector.errors import ApiAuthError
 from cdr_connector.simulator import (
@@ -21,6 +20,7 @@ from cdr_connector.simulator import (
     SimulatorConfig,
     running_simulator,
 )
+from tests.fakes import FakeClock
 
 BACKLOG = 25
 PAGE_SIZE = 10

@@ -37,7 +37,6 @@ from cdr_connector.api import (
     tls_option,
 )
 from cdr_connector.backoff import Backoff
-from cdr_connector.clock import FakeClock
 from cdr_connector.config import Filters, PollSettings, SourceSettings
 from cdr_connector.errors import (
     ApiAuthError,
@@ -48,6 +47,7 @@ from cdr_connector.errors import (
     PermanentError,
 )
 from cdr_connector.metrics import REGISTRY
+from tests.fakes import FakeClock
 
 ACCESSKEY = "ak-SECRET-5f1c9e07"
 APPID = "test-appid"

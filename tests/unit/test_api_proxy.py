@@ -21,9 +21,9 @@ import pytest
 
 from cdr_connector import checks
 from cdr_connector.api import GET_BILL, LOGIN, VendorApiClient
-from cdr_connector.clock import FakeClock
 from cdr_connector.config import PollSettings, load_settings
 from cdr_connector.errors import ApiAuthError, ConfigError
+from tests.fakes import FakeClock
 from tests.unit.forward_proxy import ForwardProxy, forward_proxy
 from tests.unit.test_api_client import (
     ACCESSKEY,

@@ -18,9 +18,9 @@ from aiohttp import web
 
 from cdr_connector import checks
 from cdr_connector.api import GET_BILL, LOGIN, VendorApiClient
-from cdr_connector.clock import FakeClock
 from cdr_connector.config import PollSettings, load_settings
 from cdr_connector.errors import ApiRequestError
+from tests.fakes import FakeClock
 from tests.unit.test_api_client import (
     ACCESSKEY,
     APPID,

@@ -13,9 +13,9 @@ import pytest
 from aiohttp import web
 
 from cdr_connector.api import GET_BILL, LOGIN, VendorApiClient
-from cdr_connector.clock import FakeClock
 from cdr_connector.config import PollSettings
 from cdr_connector.errors import ApiResponseError, ApiTransientError
+from tests.fakes import FakeClock
 from tests.unit.test_api_client import BILLS, FakeVendor, Reply, make_source, query, ret, serving
 
 

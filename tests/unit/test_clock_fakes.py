@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from cdr_connector.clock import FakeClock, SystemClock
+from cdr_connector.clock import SystemClock
+from tests.fakes import FakeClock
 
 
 async def test_the_system_clock_sleeps_for_the_time_asked() -> None:

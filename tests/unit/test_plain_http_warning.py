@@ -9,8 +9,8 @@ import logging
 import pytest
 
 from cdr_connector.api import VendorApiClient
-from cdr_connector.clock import FakeClock
 from cdr_connector.config import PollSettings
+from tests.fakes import FakeClock
 from tests.unit.forward_proxy import forward_proxy
 from tests.unit.test_api_client import BILLS, FakeVendor, make_source, query, serving
 

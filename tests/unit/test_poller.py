@@ -8,10 +8,10 @@ import pytest
 
 from cdr_connector.api import BillPage, BillQuery
 from cdr_connector.bill import bill_id
-from cdr_connector.clock import FakeClock
 from cdr_connector.config import PollSettings, SourceSettings
 from cdr_connector.errors import ApiTransientError
 from cdr_connector.poller import FetchedBatch, Poller, RoundFailedError
+from tests.fakes import FakeClock
 
 
 class FakeVendor:

@@ -11,10 +11,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from cdr_connector.api import BillPage, BillQuery
-from cdr_connector.clock import FakeClock
 from cdr_connector.config import PollSettings, SourceSettings
 from cdr_connector.errors import ApiTransientError
 from cdr_connector.poller import Poller, RoundFailedError
+from tests.fakes import FakeClock
 from tests.unit.test_poller import FakeVendor, collect, ids_of, make_poller
 
 PBX = ZoneInfo("Asia/Shanghai")  # the default source.timezone, UTC+8 all year

@@ -34,13 +34,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from cdr_connector import checks
 from cdr_connector.api import GET_BILL, LOGIN, BillPage, VendorApiClient
 from cdr_connector.avro import SingleObjectEncoder
-from cdr_connector.clock import FakeClock, SystemClock
+from cdr_connector.clock import SystemClock
 from cdr_connector.config import Settings
 from cdr_connector.errors import CdrConnectorError
 from cdr_connector.http import create_ops_app
 from cdr_connector.pipeline import Pipeline
 from cdr_connector.poller import Poller
 from cdr_connector.redaction import MASK, PARTIAL_MIN, Redactor
+from tests.fakes import FakeClock
 from tests.unit.forward_proxy import forward_proxy
 from tests.unit.test_api_client import (
     FakeVendor,
