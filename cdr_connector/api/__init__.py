@@ -7,10 +7,9 @@ from cdr_connector.api.client import (
     LOGIN,
     VendorApi,
     VendorApiClient,
-    default_session_factory,
-    tls_option,
 )
 from cdr_connector.api.models import PBX_TIME_FORMAT, BillPage, BillQuery, SyncFlag
+from cdr_connector.api.transport import default_session_factory, tls_option
 
 __all__ = [
     "GET_BILL",

@@ -29,9 +29,9 @@ envelope `{"ret", "data": {"status", "desc", "result", ...}, "msg"}`. How an ans
 - Any other `ret`: retryable; the code is in the message, so a new vendor code shows up in
   the logs instead of stopping the connector.
 
-Egress: `source.proxy_url` when set (its credentials from the URL or
-`source.proxy_credentials_file`); otherwise the proxy the environment names, resolved once
-(HTTPS_PROXY / HTTP_PROXY / NO_PROXY).
+The HTTP exchange itself (redirects refused, proxies, the size limit, timeouts) is the
+`Transport`'s (cdr_connector/api/transport.py); the token's life cycle is the `TokenKeeper`'s
+(cdr_connector/api/tokens.py).
 
 Secrets: the access key and tokens travel only in request bodies, a password in
 `source.api_url` only in `Authorization`, proxy credentials only in `Proxy-Authorization`.
@@ -43,41 +43,43 @@ cause. Metric labels come from fixed sets.
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import logging
 import random
-import ssl
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol, TypeVar
 from urllib.parse import urljoin
-from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 import orjson
-from yarl import URL
 
-from cdr_connector import __version__, metrics
+from cdr_connector import metrics
 from cdr_connector.api.models import BillPage, BillQuery, int_like
 from cdr_connector.api.salvage import salvage
+from cdr_connector.api.tokens import TokenKeeper
+from cdr_connector.api.transport import (
+    RETRYABLE_HTTP_4XX,
+    CountedError,
+    HttpAnswer,
+    Transport,
+    body_excerpt,
+    clean,
+    default_session_factory,
+)
 from cdr_connector.backoff import Backoff
 from cdr_connector.bill import UnreadableBill
 from cdr_connector.clock import Clock, SystemClock
 from cdr_connector.config import PollSettings, SourceSettings
 from cdr_connector.errors import (
-    AnswerTooLargeError,
     ApiAuthError,
     ApiError,
     ApiRequestError,
     ApiResponseError,
     ApiTransientError,
-    ConfigError,
     PermanentError,
     RetryableError,
     TokenExpiredError,
 )
-from cdr_connector.redaction import Redactor, without_userinfo
+from cdr_connector.redaction import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -98,19 +100,14 @@ AUTH_FIXES = {
     604: "access from this IP is not allowed: ask the vendor to allow the connector's egress IP",
 }
 
-# The `service` label of the API metrics.
-_METRIC_SERVICE = {LOGIN: "login", GET_BILL: "getbill", GET_RECORD_FILE: "recordfile"}
-# A proxy's "too many requests" or "request timeout" passes by itself; other 4xx do not.
-_RETRYABLE_HTTP_4XX = frozenset({408, 429})
+# The `service` label of the API metrics (metrics.API_SERVICES lists the same set).
+SERVICE_LABELS = {LOGIN: "login", GET_BILL: "getbill", GET_RECORD_FILE: "recordfile"}
 _AUTH_HTTP_4XX = frozenset({401, 403})
-_PROXY_AUTH_REQUIRED = 407
 # Field names under which a GetRecodeFile result object may carry the address, in order.
 RECORD_URL_KEYS = ("url", "fileurl", "file_url", "downloadurl", "download_url", "recordurl")
 # Connections beyond `poll.concurrency`, so a login or a recording lookup never waits for a
 # page request to finish.
 _SPARE_CONNECTIONS = 2
-# Server text quoted in an exception is cut here: enough to recognise an error page.
-_SERVER_TEXT_LIMIT = 200
 
 T = TypeVar("T")
 
@@ -157,73 +154,12 @@ class VendorApi(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class _Token:
-    value: str = field(repr=False)
-    generation: int
-    renew_at: float  # on the clock's monotonic scale
-
-
-@dataclass(frozen=True, slots=True)
-class _HttpAnswer:
-    status: int
-    body: bytes
-    content_type: str
-    retry_after: float | None
-
-
-class _CountedError(Exception):
-    """An API error and the `kind` it is counted under; unwrapped before it leaves the client."""
-
-    def __init__(self, kind: str, error: ApiError) -> None:
-        super().__init__(kind)
-        self.kind = kind
-        self.error = error
-
-
-@dataclass(frozen=True, slots=True)
-class _Egress:
-    """How requests leave: through which proxy, if any, and what a person fixes when the proxy
-    refuses its credentials."""
-
-    proxy: URL | None = field(repr=False)  # with its credentials, for aiohttp
-    shown: str | None  # the proxy's address without credentials, for messages
-    fix: str
-
-    @classmethod
-    def of(cls, source: SourceSettings) -> _Egress:
-        if source.proxy_url is not None:
-            proxy = URL(str(source.proxy_url))
-            credentials = source.proxy_credentials
-            if source.proxy_credentials_file is not None:
-                fix = "fix the user:password in source.proxy_credentials_file"
-            elif credentials is not None:
-                fix = "fix the user:password in source.proxy_url"
-            else:
-                fix = "it wants credentials: set source.proxy_credentials_file"
-            if credentials is not None:
-                user, password = credentials
-                proxy = proxy.with_user(user).with_password(password.get_secret_value())
-            return cls(proxy, without_userinfo(str(source.proxy_url)), fix)
-        api = URL(str(source.api_url))
-        variable = f"{api.scheme.upper()}_PROXY"
-        from_env = getproxies().get(api.scheme)
-        if from_env and not (api.host and proxy_bypass(api.host)):
-            fix = f"fix the user:password in the {variable} environment variable"
-            # Resolved once, here, rather than by aiohttp's trust_env on every request (a
-            # look-up in a thread each time, and ~/.netrc credentials sent to the vendor).
-            return cls(URL(from_env), without_userinfo(from_env), fix)
-        return cls(None, None, "set source.proxy_url and its credentials")
-
-
 class VendorApiClient:
     """`VendorApi` over HTTP: one aiohttp session, created on first use and reused.
 
-    The token is renewed by the injected clock `token_lifetime_seconds -
-    token_renew_before_seconds` after each login, and at once when the server answers 600.
-    Either way exactly one login happens per expiry however many requests are in flight:
-    logins are serialised by a lock, each token carries a generation number, and a request
-    that got 600 drops its token only if no newer one has replaced it meanwhile.
+    Requests, their retries and the reading of answers are here; when to log in and which
+    token a request carries is the `TokenKeeper`'s (cdr_connector/api/tokens.py), on the
+    injected clock.
     """
 
     def __init__(
@@ -236,29 +172,29 @@ class VendorApiClient:
         rng: random.Random | None = None,
         redactor: Redactor | None = None,
     ) -> None:
-        self._token_valid_for = _token_renewal_interval(source)
         self._source = source
         self._zone = source.zone
         self._url = str(source.api_url)
         self._clock: Clock = clock or SystemClock()
         self._backoff = Backoff(poll.retry_initial_seconds, poll.retry_max_seconds, rng)
         self._max_attempts = poll.max_attempts
-        self._timeout = aiohttp.ClientTimeout(total=source.request_timeout_seconds)
-        self._session_factory = session_factory or default_session_factory(
+        session_factory = session_factory or default_session_factory(
             source, poll.concurrency + _SPARE_CONNECTIONS
         )
-        self._session: aiohttp.ClientSession | None = None
-        self._login_lock = asyncio.Lock()
-        self._token: _Token | None = None
-        self._generation = 0
         self._redact = redactor if redactor is not None else Redactor.for_source(source)
-        self._egress = _Egress.of(source)
+        self._tokens = TokenKeeper(source, self._clock, self._request_token)
+        self._transport = Transport(source, session_factory, self._redact)
 
     @property
     def redactor(self) -> Redactor:
         """Hides every secret this client knows, tokens included; for the pipeline's and
         `check`'s text."""
         return self._redact
+
+    @property
+    def source_name(self) -> str:
+        """`source.name`: the `source` label of this client's metrics."""
+        return self._source.name
 
     # --- the VendorApi contract ---------------------------------------------------------
 
@@ -271,13 +207,11 @@ class VendorApiClient:
         return await self._call(GET_BILL, fields, read)
 
     async def login(self) -> None:
-        await self._with_retries(LOGIN, self._forced_login)
+        await self._with_retries(LOGIN, self._tokens.renew)
 
     async def close(self) -> None:
-        session, self._session = self._session, None
-        self._token = None
-        if session is not None and not session.closed:
-            await session.close()
+        self._tokens.forget()
+        await self._transport.close()
 
     async def get_record_file_url(self, filename: str) -> str:
         """The download address of a bill's recording (`recordfilename`) from GetRecodeFile.
@@ -296,12 +230,12 @@ class VendorApiClient:
         """A service that needs the token, with retries."""
 
         async def attempt() -> T:
-            token = await self._valid_token()
+            token = await self._tokens.valid()
             form = {**fields, "service": service, "token": token.value}
             try:
                 return await self._request(service, form, read)
             except TokenExpiredError:
-                self._drop_token(token)
+                self._tokens.reject(token)
                 raise
 
         return await self._with_retries(service, attempt)
@@ -339,54 +273,13 @@ class VendorApiClient:
         )
         await self._clock.sleep(delay)
 
-    # --- the token ----------------------------------------------------------------------
-
-    async def _valid_token(self) -> _Token:
-        token = self._token
-        if token is not None and not self._due(token):
-            return token
-        async with self._login_lock:
-            # Another request may have logged in while this one waited for the lock.
-            token = self._token
-            if token is None or self._due(token):
-                token = await self._log_in()
-            return token
-
-    async def _forced_login(self) -> None:
-        async with self._login_lock:
-            await self._log_in()
-
-    async def _log_in(self) -> _Token:
-        """One login request; the caller holds the login lock."""
-        # Counted from before the request, so never later than the server starts counting.
-        issued_at = self._clock.monotonic()
+    async def _request_token(self) -> str:
+        """The login request; its token joins the secrets the redactor hides."""
         secret = self._source.accesskey.get_secret_value()
         form = {"service": LOGIN, "appid": self._source.appid, "accesskey": secret}
         value = await self._request(LOGIN, form, _token_from_result)
         self._redact.add_token(value)
-        self._generation += 1
-        token = _Token(value, self._generation, issued_at + self._token_valid_for)
-        self._token = token
-        metrics.TOKEN_RENEWALS.labels(self._source.name).inc()
-        log.info(
-            "logged in to the vendor API as appid %s (token %d, renewed in %.0f s)",
-            self._source.appid,
-            token.generation,
-            self._token_valid_for,
-        )
-        return token
-
-    def _due(self, token: _Token) -> bool:
-        return self._clock.monotonic() >= token.renew_at
-
-    def _drop_token(self, rejected: _Token) -> None:
-        """Forget a token the server rejected, unless a newer one has replaced it already."""
-        current = self._token
-        if current is not None and current.generation == rejected.generation:
-            log.info(
-                "the vendor API rejected token %d as expired; logging in again", rejected.generation
-            )
-            self._token = None
+        return value
 
     # --- one request --------------------------------------------------------------------
 
@@ -394,16 +287,16 @@ class VendorApiClient:
         self, service: str, form: Mapping[str, str], read: Callable[[Any, int], T]
     ) -> T:
         """One HTTP exchange, its metrics, and the reading of its answer."""
-        source, label = self._source.name, _METRIC_SERVICE[service]
+        source, label = self._source.name, SERVICE_LABELS[service]
         started = self._clock.monotonic()
         outcome: str | None = None
         try:
-            answer = await self._post(service, form)
+            answer = await self._transport.post(service, form)
             result = _result_of(service, answer, self._redact, self._salvaged)
             value = _read_result(read, result, len(answer.body))
             outcome = "ok"
             return value
-        except _CountedError as failure:
+        except CountedError as failure:
             outcome = _outcome_of(failure.error)
             metrics.API_ERRORS.labels(source, failure.kind).inc()
             raise _redacted(failure.error, self._redact) from failure.__cause__
@@ -423,106 +316,6 @@ class VendorApiClient:
             unreadable,
         )
 
-    async def _post(self, service: str, form: Mapping[str, str]) -> _HttpAnswer:
-        session = self._session_in_use()
-        try:
-            async with session.post(
-                self._url,
-                data=form,
-                timeout=self._timeout,
-                allow_redirects=False,
-                proxy=self._egress.proxy,
-            ) as response:
-                self._refuse_redirect_or_proxy(service, response)
-                body = await self._read_body(service, response)
-                return _HttpAnswer(
-                    response.status,
-                    body,
-                    response.content_type,
-                    _retry_after(response.headers.get("Retry-After")),
-                )
-        # Before ClientError: aiohttp's ServerTimeoutError is both.
-        except TimeoutError as exc:
-            seconds = self._source.request_timeout_seconds
-            error = ApiTransientError(f"{service}: no complete answer within {seconds:g} s")
-            raise _CountedError("timeout", error) from exc
-        except aiohttp.ClientHttpProxyError as exc:
-            # Its request info holds the Proxy-Authorization header: never chained.
-            failure, cause = self._proxy_refusal(service, exc.status), None
-        except aiohttp.ClientError as exc:
-            detail = _clean(str(exc), self._redact) or "connection failed"
-            error = ApiTransientError(f"{service}: {type(exc).__name__}: {detail}")
-            failure, cause = _CountedError("transport", error), _safe_cause(exc, self._redact)
-        # Raised outside the handler, so that an exception not chained is not the context
-        # either.
-        raise failure from cause
-
-    def _refuse_redirect_or_proxy(self, service: str, response: aiohttp.ClientResponse) -> None:
-        """A redirect or the proxy's 407 ends the request before its body is read."""
-        status = response.status
-        if status == _PROXY_AUTH_REQUIRED:
-            raise self._proxy_refusal(service, status)
-        if 300 <= status < 400:
-            location = response.headers.get("Location")
-            if location is None:
-                target = "no Location given"
-            else:
-                target = _clean(without_userinfo(_resolved(self._url, location)), self._redact)
-            error = ApiRequestError(
-                f"{service}: HTTP {status} redirect to {target}: not followed, as it would "
-                f"send the access key there; set source.api_url to the address that answers"
-            )
-            raise _CountedError("redirect", error)
-
-    def _proxy_refusal(self, service: str, status: int) -> _CountedError:
-        """The proxy's own refusal: 407 (its credentials), or its answer to CONNECT."""
-        proxy = f"the proxy {self._egress.shown}" if self._egress.shown else "a proxy"
-        api = _clean(without_userinfo(self._url), self._redact)
-        if status == _PROXY_AUTH_REQUIRED:
-            error: ApiError = ApiAuthError(
-                f"{service}: {proxy} refused the connector (HTTP 407 Proxy Authentication "
-                f"Required): {self._egress.fix}"
-            )
-            return _CountedError("http_4xx", error)
-        message = f"{service}: {proxy} refused to connect to {api} (HTTP {status})"
-        if status >= 500 or status in _RETRYABLE_HTTP_4XX:
-            kind = "http_5xx" if status >= 500 else "http_4xx"
-            return _CountedError(kind, ApiTransientError(message))
-        return _CountedError(
-            "http_4xx",
-            ApiRequestError(f"{message}: check that the proxy allows the vendor API's address"),
-        )
-
-    async def _read_body(self, service: str, response: aiohttp.ClientResponse) -> bytes:
-        """The body, read while it arrives and refused once it exceeds the limit. The rest of
-        an oversized answer is counted, not kept, so that the error can say how large it was.
-        """
-        limit = self._source.max_answer_bytes
-        declared = response.content_length
-        if declared is not None and declared > limit:
-            raise _too_large(service, limit, f"it declares {declared} bytes (Content-Length)")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                break
-            chunks.append(chunk)
-        else:
-            return b"".join(chunks)
-        del chunks
-        try:
-            async for chunk in response.content.iter_any():
-                size += len(chunk)
-        except TimeoutError:
-            raise _too_large(service, limit, f"more than {size} bytes, still arriving") from None
-        raise _too_large(service, limit, f"it was {size} bytes")
-
-    def _session_in_use(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = self._session_factory()
-        return self._session
-
     def _record_url(self, result: Any, raw_size: int) -> str:
         address = _address_in(result)
         if address is None:
@@ -536,13 +329,6 @@ class VendorApiClient:
 # --- reading answers (pure) -------------------------------------------------------------
 
 
-def _too_large(service: str, limit: int, how_large: str) -> _CountedError:
-    error = AnswerTooLargeError(
-        f"{service}: the answer is larger than source.max_answer_bytes ({limit}): {how_large}"
-    )
-    return _CountedError("too_large", error)
-
-
 def _outcome_of(error: ApiError) -> str:
     if isinstance(error, RetryableError):
         return "retryable"
@@ -551,21 +337,21 @@ def _outcome_of(error: ApiError) -> str:
 
 def _result_of(
     service: str,
-    answer: _HttpAnswer,
+    answer: HttpAnswer,
     redact: Redactor,
     salvaged: Callable[[str, int], None],
 ) -> Any:
-    """`data.result` of a successful answer; otherwise a _CountedError with its metric kind.
+    """`data.result` of a successful answer; otherwise a CountedError with its metric kind.
     `salvaged` hears of an answer that was read bill by bill, and of how many were unreadable.
     """
     if answer.status >= 500:
         error = ApiTransientError(
-            f"{service}: HTTP {answer.status}: {_body_excerpt(answer, redact)}",
+            f"{service}: HTTP {answer.status}: {body_excerpt(answer, redact)}",
             retry_after=answer.retry_after,
         )
-        raise _CountedError("http_5xx", error)
+        raise CountedError("http_5xx", error)
     if answer.status >= 400:
-        raise _CountedError("http_4xx", _http_4xx_error(service, answer, redact))
+        raise CountedError("http_4xx", _http_4xx_error(service, answer, redact))
     try:
         # On the loop: a 1000-bill page (~450 KB) parses in about 1 ms with orjson.
         document = orjson.loads(answer.body)
@@ -576,9 +362,9 @@ def _result_of(
             return _envelope_result(service, document, redact)
         error = ApiResponseError(
             f"{service}: the answer is not JSON (HTTP {answer.status}, {answer.content_type}, "
-            f"{len(answer.body)} bytes: {_body_excerpt(answer, redact)})"
+            f"{len(answer.body)} bytes: {body_excerpt(answer, redact)})"
         )
-        raise _CountedError("bad_json", error) from exc
+        raise CountedError("bad_json", error) from exc
     return _envelope_result(service, document, redact)
 
 
@@ -589,9 +375,9 @@ def _unreadable_bills(document: Any) -> int:
     return sum(isinstance(b, UnreadableBill) for b in bills) if isinstance(bills, list) else 0
 
 
-def _http_4xx_error(service: str, answer: _HttpAnswer, redact: Redactor) -> ApiError:
-    excerpt = _body_excerpt(answer, redact)
-    if answer.status in _RETRYABLE_HTTP_4XX:
+def _http_4xx_error(service: str, answer: HttpAnswer, redact: Redactor) -> ApiError:
+    excerpt = body_excerpt(answer, redact)
+    if answer.status in RETRYABLE_HTTP_4XX:
         message = f"{service}: HTTP {answer.status}: {excerpt}"
         return ApiTransientError(message, retry_after=answer.retry_after)
     if answer.status in _AUTH_HTTP_4XX:
@@ -621,11 +407,11 @@ def _envelope_result(service: str, document: Any, redact: Redactor) -> Any:
         error = ApiRequestError(
             f"{service} failed: data.status is {status} ({_server_message(document, redact)})"
         )
-        raise _CountedError("ret_400", error)
+        raise CountedError("ret_400", error)
     return data.get("result")
 
 
-def _ret_failure(service: str, ret: int, message: str) -> _CountedError:
+def _ret_failure(service: str, ret: int, message: str) -> CountedError:
     kind = metrics.api_error_kind_for_ret(ret)
     error: ApiError
     if ret == RET_BAD_REQUEST:
@@ -638,18 +424,18 @@ def _ret_failure(service: str, ret: int, message: str) -> _CountedError:
         error = ApiAuthError(f"{service}: {AUTH_FIXES[ret]} (ret {ret}: {message})")
     else:
         error = ApiTransientError(f"{service}: unexpected ret {ret}: {message}")
-    return _CountedError(kind, error)
+    return CountedError(kind, error)
 
 
 def _bad_envelope(message: str) -> NoReturn:
-    raise _CountedError("bad_envelope", ApiResponseError(message))
+    raise CountedError("bad_envelope", ApiResponseError(message))
 
 
 def _read_result(read: Callable[[Any, int], T], result: Any, raw_size: int) -> T:
     try:
         return read(result, raw_size)
     except ApiResponseError as exc:
-        raise _CountedError("bad_envelope", exc) from None
+        raise CountedError("bad_envelope", exc) from None
 
 
 def _token_from_result(result: Any, raw_size: int) -> str:
@@ -677,20 +463,8 @@ def _server_message(document: Mapping[str, Any], redact: Redactor) -> str:
     desc = data.get("desc") if isinstance(data, dict) else None
     for text in (document.get("msg"), desc):
         if isinstance(text, str) and text.strip():
-            return _clean(text, redact)
+            return clean(text, redact)
     return "no message"
-
-
-def _body_excerpt(answer: _HttpAnswer, redact: Redactor) -> str:
-    text = answer.body[: _SERVER_TEXT_LIMIT * 4].decode("utf-8", errors="replace")
-    return _clean(text, redact) or "empty body"
-
-
-def _clean(text: str, redact: Redactor) -> str:
-    """One line of printable text cut to a readable length, with every secret replaced (one
-    the cut, or an earlier one, went through included)."""
-    flat = " ".join("".join(c if c.isprintable() else " " for c in redact(text)).split())
-    return redact.cut(flat, _SERVER_TEXT_LIMIT)
 
 
 def _redacted(error: ApiError, redact: Redactor) -> ApiError:
@@ -702,29 +476,6 @@ def _redacted(error: ApiError, redact: Redactor) -> ApiError:
     return error
 
 
-def _safe_cause(exc: BaseException, redact: Redactor) -> BaseException | None:
-    """`exc` to chain as the cause, or None when its text, or that of an exception it chains,
-    holds a secret (a traceback would print it)."""
-    current: BaseException | None = exc
-    seen: set[int] = set()
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        for text in (str(current), repr(current)):
-            if redact(text) != text:
-                return None
-        current = current.__cause__ or current.__context__
-    return exc
-
-
-def _resolved(base: str, location: str) -> str:
-    """A `Location` as the absolute address it points to, otherwise as the server wrote it
-    (not re-encoded, so that the redactor sees what the server sent)."""
-    try:
-        return urljoin(base, location)
-    except ValueError:
-        return location
-
-
 def _shape_of(value: Any) -> str:
     if value is None:
         return "null"
@@ -734,93 +485,4 @@ def _shape_of(value: Any) -> str:
     return type(value).__name__
 
 
-def _retry_after(header: str | None) -> float | None:
-    """Retry-After in seconds; the HTTP-date form is ignored (the backoff applies instead)."""
-    if header is None or not header.strip().isdigit():
-        return None
-    return float(header.strip())
-
-
 # --- construction -----------------------------------------------------------------------
-
-
-def _token_renewal_interval(source: SourceSettings) -> float:
-    interval = source.token_lifetime_seconds - source.token_renew_before_seconds
-    if interval <= 0:
-        raise ConfigError(
-            "source.token_renew_before_seconds must be less than source.token_lifetime_seconds, "
-            "or every request would log in again"
-        )
-    return interval
-
-
-def tls_option(source: SourceSettings) -> ssl.SSLContext | bool:
-    """The `ssl` argument for aiohttp: True verifies against the system's CAs; an SSLContext
-    verifies against `source.ca_file` only; False (`verify_tls = false`) verifies nothing and
-    ignores `ca_file`."""
-    if not source.verify_tls:
-        if URL(str(source.api_url)).scheme == "https":
-            log.warning(
-                "TLS certificates of %s are NOT verified (source.verify_tls is false)",
-                _display_url(source),
-            )
-        return False
-    if source.ca_file is None:
-        return True
-    try:
-        return ssl.create_default_context(cafile=str(source.ca_file))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"source.ca_file {str(source.ca_file)!r} cannot be loaded as PEM certificates: {exc}"
-        ) from exc
-
-
-def default_session_factory(
-    source: SourceSettings, connections: int
-) -> Callable[[], aiohttp.ClientSession]:
-    """Sessions with a bounded connection pool and the TLS settings of `source`. The proxy
-    (`source.proxy_url`, or the environment's proxy variables, resolved once) is passed with
-    each request by the client; the session itself trusts nothing from the environment.
-
-    The CA file is read here, once, when the client is built, and not on the event loop's
-    first request; a plain http:// vendor URL is warned about here, once.
-    """
-    tls = tls_option(source)
-    warn_if_clear_text(source)
-    headers = {"User-Agent": f"cdr-connector/{__version__}"}
-
-    def create() -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=connections, ssl=tls)
-        return aiohttp.ClientSession(connector=connector, headers=headers)
-
-    return create
-
-
-def warn_if_clear_text(source: SourceSettings) -> None:
-    """A plain http:// vendor URL carries the access key and tokens in clear text: say so,
-    unless it is a loopback address reached without a configured proxy (nothing then crosses
-    a network)."""
-    url = URL(str(source.api_url))
-    if url.scheme != "http" or (_is_loopback(url.host) and source.proxy_url is None):
-        return
-    log.warning(
-        "source.api_url %s is plain http://: the access key and the tokens travel in clear "
-        "text to it, readable and reusable by anyone on the way; use https://",
-        _display_url(source),
-    )
-
-
-def _is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _display_url(source: SourceSettings) -> str:
-    """The API address without any user:password part."""
-    return without_userinfo(str(source.api_url))

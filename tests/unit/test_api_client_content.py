@@ -8,7 +8,6 @@ import orjson
 import pytest
 from aiohttp import web
 
-from cdr_connector import metrics
 from cdr_connector.api import GET_BILL, BillPage
 from cdr_connector.bill import UnreadableBill
 from cdr_connector.errors import AnswerTooLargeError, ApiResponseError, ApiTransientError
@@ -47,7 +46,6 @@ async def test_a_page_with_unreadable_bills_is_read_bill_by_bill_and_not_asked_a
         orjson.loads(body)
     vendor.script(GET_BILL, raw(body))
     client = make_client()
-    salvaged = metrics.API_ERRORS.labels(client._source.name, "salvaged")
     answer = await client.get_bills(query())
     assert vendor.count(GET_BILL) == 1
     assert answer.bills[0] == BILLS[0] and answer.bills[-1] == BILLS[1]
@@ -55,7 +53,7 @@ async def test_a_page_with_unreadable_bills_is_read_bill_by_bill_and_not_asked_a
     assert all(isinstance(b, UnreadableBill) for b in unreadable)
     assert [b.raw for b in unreadable] == list(BAD_BILLS)
     assert [b.id for b in unreadable] == [7, 8, 9, 10]
-    assert salvaged._value.get() == 1
+    assert fakes.errors_total(client.source_name, "salvaged") == 1
 
 
 async def test_a_body_whose_structure_cannot_be_read_is_still_retried(
@@ -95,13 +93,12 @@ async def test_an_answer_over_the_size_limit_is_refused_saying_how_large_it_was(
     size = 3 * 1024 * 1024 + 5
     vendor.script(GET_BILL, large(size, chunked=chunked))
     client = make_client(max_answer_bytes=1024 * 1024)
-    too_large = metrics.API_ERRORS.labels(client._source.name, "too_large")
     with pytest.raises(AnswerTooLargeError) as caught:
         await client.get_bills(query())
     assert "source.max_answer_bytes (1048576)" in str(caught.value)
     assert str(size) in str(caught.value)
     assert vendor.count(GET_BILL) == 1, "a content fault is not retried"
-    assert too_large._value.get() == 1
+    assert fakes.errors_total(client.source_name, "too_large") == 1
 
 
 async def test_an_answer_at_the_size_limit_is_read(

@@ -16,7 +16,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from cdr_connector import metrics
-from cdr_connector.api.client import _METRIC_SERVICE
+from cdr_connector.api.client import SERVICE_LABELS
 from cdr_connector.http import create_ops_app
 from cdr_connector.pipeline import PipelineStatus
 
@@ -106,7 +106,7 @@ def test_every_label_value_in_the_registry_comes_from_its_fixed_set() -> None:
 
 
 def test_the_api_client_counts_only_services_of_the_fixed_set() -> None:
-    assert set(_METRIC_SERVICE.values()) == set(metrics.API_SERVICES)
+    assert set(SERVICE_LABELS.values()) == set(metrics.API_SERVICES)
 
 
 def test_the_kafka_error_codes_are_librdkafka_names() -> None:

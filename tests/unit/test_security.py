@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from cdr_connector import kafka_sink
-from cdr_connector.api import VendorApiClient
-from cdr_connector.api.client import tls_option
+from cdr_connector.api import VendorApiClient, tls_option
 from cdr_connector.config import PollSettings, Settings, SourceSettings, load_settings
 from cdr_connector.errors import ApiTransientError, ConfigError
 from tests.integration.harness import free_port
