@@ -1,4 +1,4 @@
-.PHONY: test demo lint clean mutate
+.PHONY: test demo lint clean mutate lock
 
 # Installs what is missing, starts a local Kafka broker, runs ruff, mypy --strict and pytest.
 test:
@@ -13,6 +13,11 @@ demo:
 # `make test` creates. Writes .mutate/report.md. Options: make mutate MUTATE_ARGS=--help
 mutate:
 	.venv/bin/python -m scripts.mutate $(MUTATE_ARGS)
+
+# Regenerates requirements.lock and requirements-build.lock (the image's pins, with hashes)
+# from pyproject.toml, for the Python of the Dockerfile's base image (scripts/lock.sh).
+lock:
+	scripts/lock.sh
 
 lint:
 	scripts/bootstrap.sh
