@@ -4,18 +4,18 @@
 # dependency ships a manylinux wheel: confluent-kafka with librdkafka, fastavro, orjson; the
 # project's own bill writer is compiled with mypyc, see setup.py, which is why this stage uses the
 # full Python image, with gcc), and the final stage copies only that environment onto the slim
-# image of the same Python.
+# image of the same Python. No compiler, pip cache or source tree reaches the final image. It
+# runs as an unprivileged numeric user, so Kubernetes' runAsNonRoot can verify it, and works with
+# a read-only root filesystem (/tmp is the only place it writes, and Python writes no bytecode at
+# run time). There is no HEALTHCHECK: Kubernetes probes /livez and /readyz (see
+# deploy/helm/cdr-connector).
 #
 # Reproducible: the base images are pinned by digest (the tag beside it is for people; with a
 # digest, the tag is not looked up), and every Python package comes from a lock file with the
 # sha256 of each of its files, installed with --require-hashes: requirements.lock for the
 # runtime, requirements-build.lock for the tools that build the wheel (setuptools, mypyc), which
 # live in a virtual environment of their own and never reach the final image. `make lock`
-# (scripts/lock.sh) regenerates both from pyproject.toml. No compiler, pip cache or source tree reaches the final image. It
-# runs as an unprivileged numeric user, so Kubernetes' runAsNonRoot can verify it, and works with
-# a read-only root filesystem (/tmp is the only place it writes, and Python writes no bytecode at
-# run time). There is no HEALTHCHECK: Kubernetes probes /livez and /readyz (see
-# deploy/helm/cdr-connector).
+# (scripts/lock.sh) regenerates both from pyproject.toml.
 #
 #   docker build -t cdr-connector .
 #   docker run --rm cdr-connector --help
