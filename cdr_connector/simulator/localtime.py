@@ -25,6 +25,11 @@ class LocalTime:
         self._texts: dict[int, str] = {}
         self._stamps: dict[int, str] = {}
 
+    @property
+    def memoised(self) -> int:
+        """How many texts are memoised now; never more than MEMO_LIMIT per kind."""
+        return max(len(self._texts), len(self._stamps))
+
     def format(self, unix: int) -> str:
         text = self._texts.get(unix)
         if text is None:
@@ -73,7 +78,7 @@ class LocalTime:
 
 
 def _remember(memo: dict[int, str], unix: int, text: str) -> str:
-    if len(memo) >= _MEMO_LIMIT:
+    if len(memo) >= MEMO_LIMIT:
         memo.clear()
     memo[unix] = text
     return text
@@ -81,7 +86,7 @@ def _remember(memo: dict[int, str], unix: int, text: str) -> str:
 
 # Seconds memoised per kind of text (about 10 MB at most): a day's worth of distinct seconds
 # would be 86,400; live traffic keeps only the last minutes warm.
-_MEMO_LIMIT = 1 << 17
+MEMO_LIMIT = 1 << 17
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 # "hh:mm:ss" of every second of a day (5 MB): one index instead of three divisions per time.
 _CLOCK_FACES = tuple(

@@ -6,12 +6,12 @@ position plus one, so ids increase with visibility and never leave gaps.
 
 Selection must not scan the whole store for each page. The store is cut into blocks of 1024
 records; each block knows the earliest and latest start time among its records and how many
-of them are unqueried. A block entirely outside the request's window is skipped, a block
-entirely inside it (with no other filters) is counted without being read, and only the blocks
-that straddle the window's edges or hold the requested page are scanned. With no filters and a
-window covering everything, a `syncflag=1` page costs O(page + blocks) instead of O(records).
-Other filters (extnumber, destnumber, ...) scan every block in the window, about 0.15 s per
-million records: they are rare.
+of them are unqueried (the `BlockIndex`, blocks.py). A block entirely outside the request's
+window is skipped, a block entirely inside it (with no other filters) is counted without being
+read, and only the blocks that straddle the window's edges or hold the requested page are
+scanned. With no filters and a window covering everything, a `syncflag=1` page costs
+O(page + blocks) instead of O(records). Other filters (extnumber, destnumber, ...) scan every
+block in the window, about 0.15 s per million records: they are rare.
 
 Poisoned rows keep their SHAPE in a column and are malformed when rendered (poison.py); the
 positions of the rare rows that change their whole page (`inflated_totalitems`) are also kept
@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cdr_connector.simulator import generator as g
+from cdr_connector.simulator.blocks import INSIDE, OUTSIDE, BlockIndex, Window
 from cdr_connector.simulator.localtime import LocalTime
 from cdr_connector.simulator.poison import (
     INFLATED_TOTALITEMS_SHAPE,
@@ -40,8 +41,6 @@ from cdr_connector.simulator.poison import (
 )
 from cdr_connector.simulator.render import DIRECTIONS, FIRST_ID, RAW, BillRenderer, PageRows
 
-_BLOCK_BITS = 10
-_BLOCK = 1 << _BLOCK_BITS
 _CHUNK = 65_536  # rows per bulk append, to bound the memory of a large preload
 _RECORDING = re.compile(r"[0-9]{8}/[0-9]{14}-[^/]+-([0-9]{1,18})\.wav")
 _DIRECTION_CODES = {name: code for code, name in DIRECTIONS.items()}
@@ -113,6 +112,11 @@ class _Matcher:
     def filtered(self) -> bool:
         return bool(self.checks) or self.extensions is not None or self.impossible
 
+    @property
+    def window(self) -> Window:
+        query = self.query
+        return Window(query.start, query.end, query.syncflag, self.filtered, self.impossible)
+
 
 class RecordStore:
     def __init__(self, pools: g.Pools, local_time: LocalTime, download_ip: str) -> None:
@@ -127,19 +131,7 @@ class RecordStore:
         self._unqueried = 0
         self.poisoned = 0  # generated bills served malformed
         self._inflating: set[int] = set()  # positions of `inflated_totalitems` bills
-        # Per block: start-time range, unqueried count, raw bills inside.
-        self._block_min: array[int] = array("q")
-        self._block_max: array[int] = array("q")
-        self._block_unqueried: array[int] = array("i")
-        self._block_raw: array[int] = array("i")
-        self._per_block = (
-            self._block_min,
-            self._block_max,
-            self._block_unqueried,
-            self._block_raw,
-        )
-        # No block before this one has an unqueried record.
-        self._first_open_block = 0
+        self._blocks = BlockIndex()
 
     def __len__(self) -> int:
         return len(self._queried)
@@ -170,7 +162,7 @@ class RecordStore:
                 self._note_inflating(low, shapes)
             self._queried.extend(bytes(len(chunk)))
             self._unqueried += len(chunk)
-            self._update_blocks(len(self) - len(chunk), len(self))
+            self._blocks.add(self._columns[g.START], low, len(self))
         return range(first + FIRST_ID, len(self) + FIRST_ID)
 
     def inject(self, bill: Bill) -> int:
@@ -188,27 +180,13 @@ class RecordStore:
         placeholder[g.START] = start or 0
         placeholder[g.SHAPE] = RAW
         self.extend([tuple(placeholder)])
-        self._block_raw[position >> _BLOCK_BITS] += 1
+        self._blocks.add_raw(position)
         return position + FIRST_ID
 
     def _note_inflating(self, low: int, shapes: Sequence[int]) -> None:
         wanted = INFLATED_TOTALITEMS_SHAPE
         if wanted in shapes:
             self._inflating.update(low + i for i, shape in enumerate(shapes) if shape == wanted)
-
-    def _update_blocks(self, low: int, high: int) -> None:
-        starts = self._columns[g.START]
-        for block in range(low >> _BLOCK_BITS, ((high - 1) >> _BLOCK_BITS) + 1):
-            if block == len(self._block_min):
-                for per_block in self._per_block:
-                    per_block.append(0)
-            begin, end = block << _BLOCK_BITS, min(high, (block + 1) << _BLOCK_BITS)
-            segment = starts[begin:end]
-            self._block_min[block] = min(segment)
-            self._block_max[block] = max(segment)
-            self._block_unqueried[block] += end - max(begin, low)
-        # New records may land in a block that was fully queried and already passed over.
-        self._first_open_block = min(self._first_open_block, low >> _BLOCK_BITS)
 
     # --- selecting and marking ----------------------------------------------------------
 
@@ -218,19 +196,20 @@ class RecordStore:
         skip = (query.page - 1) * query.per_page
         total = 0
         page: list[int] = []
-        first = self._open_block() if query.syncflag == 1 else 0
-        rest = len(self._block_min)  # the first block past the page
+        window = matcher.window
+        first = self._blocks.first_open() if query.syncflag == 1 else 0
+        rest = len(self._blocks)  # the first block past the page
         for block in range(first, rest):
             if not skip and len(page) == query.per_page:
                 rest = block
                 break
-            count = self._count(block, query.syncflag)
+            count = self._blocks.count(block, query.syncflag)
             if count == 0:
                 continue
-            coverage = self._coverage(block, matcher)
-            if coverage == _OUTSIDE:
+            coverage = self._blocks.coverage(block, window)
+            if coverage == OUTSIDE:
                 continue
-            if coverage == _INSIDE and skip >= count:
+            if coverage == INSIDE and skip >= count:
                 total += count
                 skip -= count
                 continue
@@ -244,46 +223,29 @@ class RecordStore:
         return Selection(total + self._count_from(rest, matcher), page)
 
     def _count_from(self, first: int, matcher: _Matcher) -> int:
-        """How many records of the blocks from `first` on match. This is the part of every
-        page past the page itself, hence one pass over the per-block arrays: only blocks that
-        straddle the window (or hold raw bills, or are under other filters) are scanned."""
-        query = matcher.query
-        low, high, syncflag = query.start, query.end, query.syncflag
-        impossible, filtered = matcher.impossible, matcher.filtered
-        total = 0
-        per_block = zip(*(column[first:] for column in self._per_block), strict=True)
-        for block, (least, most, unqueried, raw) in enumerate(per_block, first):
-            if syncflag == 1 and not unqueried:
-                continue
-            if raw:
-                total += len(self._scan(block, matcher))
-            elif impossible or most < low or least > high:
-                continue
-            elif low <= least and most <= high and not filtered:
-                total += unqueried if syncflag == 1 else self._count(block, syncflag)
-            else:
-                total += len(self._scan(block, matcher))
-        return total
+        """How many records of the blocks from `first` on match: counted from the block
+        summaries where they suffice, by a scan elsewhere."""
+        counted, to_scan = self._blocks.tally_from(first, matcher.window)
+        return counted + sum(len(self._scan(block, matcher)) for block in to_scan)
 
     def mark(self, positions: Iterable[int]) -> int:
         """Mark records as queried; returns how many were not yet."""
-        newly = 0
-        queried, unqueried = self._queried, self._block_unqueried
+        queried = self._queried
+        newly: list[int] = []
         for position in positions:
-            if not queried[position]:
+            if not queried[position]:  # a position listed twice is marked once
                 queried[position] = 1
-                unqueried[position >> _BLOCK_BITS] -= 1
-                newly += 1
-        self._unqueried -= newly
-        return newly
+                newly.append(position)
+        self._blocks.note_queried(newly)
+        self._unqueried -= len(newly)
+        return len(newly)
 
     def take_unqueried(self, limit: int) -> list[int]:
         """Mark the first `limit` unqueried records as queried, as another reader would."""
         taken: list[int] = []
-        block = self._open_block()
-        while len(taken) < limit and block < len(self._block_min):
-            begin = block << _BLOCK_BITS
-            for position in range(begin, min(len(self), begin + _BLOCK)):
+        block = self._blocks.first_open()
+        while len(taken) < limit and block < len(self._blocks):
+            for position in self._blocks.positions(block):
                 if len(taken) == limit:
                     break
                 if not self._queried[position]:
@@ -292,47 +254,17 @@ class RecordStore:
         self.mark(taken)
         return taken
 
-    def _open_block(self) -> int:
-        while (
-            self._first_open_block < len(self._block_unqueried)
-            and self._block_unqueried[self._first_open_block] == 0
-        ):
-            self._first_open_block += 1
-        return self._first_open_block
-
-    def _count(self, block: int, syncflag: int) -> int:
-        size = min(_BLOCK, len(self) - (block << _BLOCK_BITS))
-        if syncflag == 1:
-            return self._block_unqueried[block]
-        if syncflag == 2:
-            return size - self._block_unqueried[block]
-        return size
-
-    def _coverage(self, block: int, matcher: _Matcher) -> int:
-        if self._block_raw[block]:
-            return _PARTLY
-        if matcher.impossible:
-            return _OUTSIDE
-        query = matcher.query
-        low, high = self._block_min[block], self._block_max[block]
-        if high < query.start or low > query.end:
-            return _OUTSIDE
-        if query.start <= low and high <= query.end and not matcher.filtered:
-            return _INSIDE
-        return _PARTLY
-
     def _scan(self, block: int, matcher: _Matcher) -> list[int]:
         """The block's matching positions, in order: one list comprehension per condition,
         several times faster than testing each record in turn."""
         query = matcher.query
-        begin = block << _BLOCK_BITS
-        candidates: Sequence[int] = range(begin, min(len(self), begin + _BLOCK))
+        candidates: Sequence[int] = self._blocks.positions(block)
         wanted = {1: 0, 2: 1}.get(query.syncflag)
         if wanted is not None:
             queried = self._queried
             candidates = [p for p in candidates if queried[p] == wanted]
         raw: list[int] = []
-        if self._block_raw[block]:
+        if self._blocks.has_raw(block):
             shapes, bills = self._columns[g.SHAPE], self._raw
             raw = [p for p in candidates if shapes[p] == RAW and _raw_matches(bills[p], query)]
             candidates = [p for p in candidates if shapes[p] != RAW]
@@ -428,9 +360,6 @@ class RecordStore:
         if not self._columns[g.BILLSEC][position]:
             return False
         return bool(self.render([position])[0]["recordfilename"] == filename)
-
-
-_OUTSIDE, _PARTLY, _INSIDE = range(3)
 
 
 def _take(iterator: Iterator[g.Row], count: int) -> list[g.Row]:

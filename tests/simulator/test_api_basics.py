@@ -146,8 +146,8 @@ async def test_multipart_and_urlencoded_forms_get_the_same_answer(start: StartSi
     await api.login()
     fields = api.bill_fields(itemsperpage=5)
 
-    multipart = aiohttp.FormData(fields)
-    multipart._is_multipart = True  # what PHP's curl sends for an array of fields
+    # What PHP's curl sends for an array of fields.
+    multipart = aiohttp.FormData(fields, default_to_multipart=True)
     async with api.session.post(api.simulator.url, data=multipart) as response:
         assert response.content_type == "application/json"
         assert response.request_info.headers["Content-Type"].startswith("multipart/form-data")

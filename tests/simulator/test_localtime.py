@@ -19,11 +19,11 @@ def test_texts_stay_right_past_the_memo_bound_and_across_an_offset_change() -> N
     clock = LocalTime(BERLIN)
     # 2026-10-25 01:00 UTC: Berlin goes back from +02:00 to +01:00.
     change = int(dt.datetime(2026, 10, 25, 1, tzinfo=dt.UTC).timestamp())
-    seconds = range(change - localtime._MEMO_LIMIT, change + 7_200)
+    seconds = range(change - localtime.MEMO_LIMIT, change + 7_200)
     for _ in range(2):  # the second pass reads what the first one memoised
         for unix in seconds:
             assert clock.format(unix) == expected(unix), unix
-    assert 0 < len(clock._texts) <= localtime._MEMO_LIMIT
+    assert 0 < clock.memoised <= localtime.MEMO_LIMIT
 
 
 def test_stamp_is_the_text_without_separators() -> None:

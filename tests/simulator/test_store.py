@@ -9,6 +9,7 @@ from typing import Any
 
 from cdr_connector.simulator import generator
 from cdr_connector.simulator.localtime import LocalTime
+from cdr_connector.simulator.render import FIRST_ID
 from cdr_connector.simulator.store import BillQuery, RecordStore, Selection
 from tests.simulator.conftest import T0
 
@@ -16,10 +17,13 @@ Bill = dict[str, Any]
 TEXT_FILTERS = ("destnumber", "userid", "memberid", "chengshudu", "customuuid")
 
 
-def build_store(rng: random.Random) -> tuple[RecordStore, LocalTime]:
+def build_store(rng: random.Random) -> tuple[RecordStore, LocalTime, dict[int, Bill]]:
+    """A store of generated records and a few injected bills; the third value is each injected
+    bill by position, as `inject` promises to serve it."""
     pools = generator.Pools.build(3)
     local_time = LocalTime(zoneinfo.ZoneInfo("Asia/Shanghai"))
     store = RecordStore(pools, local_time, "127.0.0.1")
+    injected: dict[int, Bill] = {}
     rows = list(generator.backlog(pools, 3, 8000, end=T0, span=4 * 3600, poison_rate=0.0))
     # Injected bills in two of the eight blocks; the others can be counted without a scan.
     for index in range(0, len(rows), 500):
@@ -30,8 +34,9 @@ def build_store(rng: random.Random) -> tuple[RecordStore, LocalTime]:
         raw = {key: value for key, value in template.items() if key != "id"}
         if rng.random() < 0.5:
             raw["starttime"] = "garbage"
-        store.inject(raw)
-    return store, local_time
+        bill_id = store.inject(raw)
+        injected[bill_id - FIRST_ID] = {"id": bill_id, **raw}
+    return store, local_time, injected
 
 
 def plain_select(
@@ -85,7 +90,7 @@ def random_query(rng: random.Random, bills: list[Bill], starts: list[int]) -> Bi
 
 def test_block_index_selects_what_a_plain_scan_selects() -> None:
     rng = random.Random(42)
-    store, clock = build_store(rng)
+    store, clock, _ = build_store(rng)
     bills = store.render(range(len(store)))
     starts = [clock.parse(bill["starttime"]) for bill in bills]
     known_starts = [start for start in starts if start is not None]
@@ -108,7 +113,7 @@ def test_block_index_selects_what_a_plain_scan_selects() -> None:
 def test_windows_ending_exactly_at_a_block_edge() -> None:
     """Both ends of the window are inclusive, also where they meet a block's earliest or
     latest start time."""
-    store, clock = build_store(random.Random(7))
+    store, clock, _ = build_store(random.Random(7))
     bills = store.render(range(len(store)))
     starts = [clock.parse(bill["starttime"]) for bill in bills]
     for block in range(0, len(bills), 1024):
@@ -129,10 +134,9 @@ def test_a_page_with_gaps_renders_the_same_bills_as_the_whole_store() -> None:
     with gaps, as concurrent readers or a competitor leave it, is gathered record by record
     and must render the same bills, injected ones included."""
     rng = random.Random(11)
-    store, _ = build_store(rng)
+    store, _, injected = build_store(rng)
     everything = store.render(range(len(store)))
-    injected = sorted(store._raw)
     scattered = sorted({*rng.sample(range(len(store)), 300), *injected})
     assert scattered[-1] - scattered[0] != len(scattered) - 1  # not one slice
     assert store.render(scattered) == [everything[position] for position in scattered]
-    assert [store.render([p])[0] for p in injected] == [store._raw[p].bill for p in injected]
+    assert [store.render([p])[0] for p in injected] == list(injected.values())
