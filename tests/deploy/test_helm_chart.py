@@ -479,13 +479,70 @@ def test_service_monitor_scrapes_the_metrics_port(
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
+def _without_runbook_urls(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            **group,
+            "rules": [
+                {
+                    **rule,
+                    "annotations": {
+                        k: v for k, v in rule["annotations"].items() if k != "runbook_url"
+                    },
+                }
+                for rule in group["rules"]
+            ],
+        }
+        for group in groups
+    ]
+
+
+def _runbook_urls(rule: dict[str, Any]) -> dict[str, str]:
+    return {
+        r["alert"]: r["annotations"]["runbook_url"]
+        for group in rule["spec"]["groups"]
+        for r in group["rules"]
+    }
+
+
 def test_prometheus_rule_carries_the_alert_groups(
     production_objects: list[dict[str, Any]],
 ) -> None:
+    """The same groups as alerts.yml, but for runbook_url, which the chart sets (below)."""
     rule = one(production_objects, "PrometheusRule")
     alerts = yaml.safe_load((CHART / "files" / "alerts.yml").read_text(encoding="utf-8"))
-    assert rule["spec"]["groups"] == alerts["groups"]
+    assert _without_runbook_urls(rule["spec"]["groups"]) == _without_runbook_urls(alerts["groups"])
     assert rule["spec"]["groups"], "at least one alert group"
+
+
+def test_runbook_urls_are_absolute_on_the_base_the_values_give() -> None:
+    base = "https://git.example.org/platform/cdr-connector/-/blob/v0.1.0/README.md"
+    rule = one(
+        render(
+            "--set", "prometheusRule.enabled=true", "--set", f"prometheusRule.runbookBaseUrl={base}"
+        ),
+        "PrometheusRule",
+    )
+    urls = _runbook_urls(rule)
+    assert urls, "no alerts"
+    for alert, url in urls.items():
+        assert url == f"{base}#{alert.lower()}", alert
+
+
+def test_the_default_runbook_base_is_the_one_alerts_yml_links() -> None:
+    """Without a value, the chart's links are those of deploy/prometheus/alerts.yml, which
+    tests/observability checks against the README's runbook headings."""
+    rule = one(render("--set", "prometheusRule.enabled=true"), "PrometheusRule")
+    alerts = yaml.safe_load((CHART / "files" / "alerts.yml").read_text(encoding="utf-8"))
+    assert rule["spec"]["groups"] == alerts["groups"]
+    assert all(url.startswith("https://") for url in _runbook_urls(rule).values())
+
+
+def test_a_relative_runbook_base_is_refused() -> None:
+    output = render_error(
+        "--set", "prometheusRule.enabled=true", "--set", "prometheusRule.runbookBaseUrl=README.md"
+    )
+    assert "runbookBaseUrl" in output
 
 
 def test_dashboard_config_map_for_the_grafana_sidecar(

@@ -36,7 +36,10 @@ RULE_HEADER = """\
 # (tests/observability/test_alert_rules.py fails when the two differ). Add the labels your
 # Prometheus' ruleSelector asks for (kube-prometheus-stack: `release: <its release name>`).
 """
-ANNOTATIONS = ("summary", "description", "runbook")
+ANNOTATIONS = ("summary", "description", "runbook", "runbook_url")
+# Where runbook_url points by default: the project's published README. The Helm chart's
+# prometheusRule.runbookBaseUrl defaults to the same.
+RUNBOOK_BASE_URL = "https://github.com/cdr-connector/cdr-connector/blob/main/README.md"
 SEVERITIES = ("critical", "warning")
 
 
@@ -113,6 +116,19 @@ def test_promtool_unit_tests_fail_when_a_threshold_changes(promtool: Path, tmp_p
     assert "CdrConnectorStalled" in result.stdout + result.stderr
 
 
+def test_promtool_unit_tests_fail_without_the_absent_guard(promtool: Path, tmp_path: Path) -> None:
+    """A vanished target (pod deleted or Pending) leaves no `up` series at all: without the
+    absent() term CdrConnectorDown would stay quiet, and its unit test says so."""
+    text = ALERTS.read_text(encoding="utf-8")
+    guard = '\n          or absent(up{job=~".*cdr-connector.*"})'
+    assert text.count(guard) == 1
+    (tmp_path / "alerts.yml").write_text(text.replace(guard, ""), encoding="utf-8")
+    shutil.copy(ALERTS_TEST, tmp_path / "alerts_test.yml")
+    result = promtool_run(promtool, "test", "rules", tmp_path / "alerts_test.yml")
+    assert result.returncode != 0
+    assert "target that vanished" in result.stdout + result.stderr
+
+
 def test_every_alert_is_tested_firing_and_quiet() -> None:
     firing: set[str] = set()
     quiet: set[str] = set()
@@ -135,6 +151,7 @@ def test_every_alert_has_a_severity_annotations_and_a_runbook_in_the_readme() ->
         assert rule["labels"]["severity"] in SEVERITIES, name
         assert sorted(rule["annotations"]) == sorted(ANNOTATIONS), name
         assert rule["annotations"]["runbook"] == f"README.md#{name.lower()}", name
+        assert rule["annotations"]["runbook_url"] == f"{RUNBOOK_BASE_URL}#{name.lower()}", name
         heading = re.search(rf"^### {name}\n(.*?)(?=^### |\Z)", runbooks, re.M | re.S)
         assert heading, f"README.md has no runbook heading '### {name}'"
         for part in ("What it means", "What to check", "What to do"):

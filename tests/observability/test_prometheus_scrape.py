@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -189,6 +190,11 @@ async def test_the_dashboard_reads_only_metrics_the_connector_exports(stack: Sta
     exported = {s.name for s in stack.samples}
     used = {name for _, expr in dashboard_queries() for name in metric_names(expr)}
     assert used - exported == set()
+    process = {
+        name for _, expr in dashboard_queries() for name in re.findall(r"\bprocess_\w+", expr)
+    }
+    assert process, "the dashboard has no process panels"
+    assert process - exported == set()
 
 
 # --- the alerts ------------------------------------------------------------------------------
