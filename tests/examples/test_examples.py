@@ -157,3 +157,17 @@ async def test_both_examples_say_why_a_value_cannot_be_read(
         assert result.returncode == 1, (command[-1], result.stdout, result.stderr)
         assert reason in result.stderr, result.stderr
         assert result.stdout == ""
+
+
+async def test_both_examples_say_when_the_topic_does_not_exist(
+    kafka_bootstrap: str, admin: AdminClient, streams_app: list[str]
+) -> None:
+    topic = unique_name("missing")
+    for command in (
+        streams_command(streams_app, kafka_bootstrap, topic),
+        python_command(kafka_bootstrap, topic),
+    ):
+        result = await run_example(command)
+        assert result.returncode == 1, (command[-1], result.stdout, result.stderr)
+        assert f"topic {topic}" in result.stderr, result.stderr
+    assert topic not in admin.list_topics(timeout=10).topics, "reading must not create it"
