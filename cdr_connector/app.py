@@ -242,8 +242,17 @@ class _StartUp:
             "Kafka (its topics)", lambda: self._in_thread(ensure_topics, settings), on_thread=True
         )
         sink = self.sink = TransactionalSink(settings)
-        poller = Poller(api, settings.source, settings.poll, connector.clock)
-        pipeline = Pipeline(settings, poller, sink, encoder, connector.clock, redactor=api.redactor)
+        recorder = metrics.PrometheusRecorder(source)
+        poller = Poller(api, settings.source, settings.poll, connector.clock, recorder)
+        pipeline = Pipeline(
+            settings,
+            poller,
+            sink,
+            encoder,
+            connector.clock,
+            recorder=recorder,
+            redactor=api.redactor,
+        )
         await self._step(
             "the Kafka producer and the checkpoint state", pipeline.start, on_thread=True
         )

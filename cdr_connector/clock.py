@@ -28,3 +28,14 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+async def sleep_unless(clock: Clock, seconds: float, *wake_on: asyncio.Event) -> None:
+    """Sleep on `clock` until `seconds` have passed or one of `wake_on` is set."""
+    sleeping = asyncio.ensure_future(clock.sleep(seconds))
+    waiters = [asyncio.ensure_future(event.wait()) for event in wake_on]
+    try:
+        await asyncio.wait([sleeping, *waiters], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in (sleeping, *waiters):
+            waiter.cancel()

@@ -11,8 +11,9 @@ import math
 import threading
 from bisect import bisect_left
 from collections import Counter as Tally
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -26,6 +27,12 @@ from prometheus_client import (
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+if TYPE_CHECKING:
+    from cdr_connector.batch_writer import RecordTallies
+    from cdr_connector.checkpoint import CheckpointState
+    from cdr_connector.committer import CommitSummary
+    from cdr_connector.source import FetchMode
 
 # No `_created` gauge beside every counter and histogram: Prometheus' text format gains nothing
 # from them, and they would double the series.
@@ -463,3 +470,74 @@ def init_source(source: str, *, version: str, schema: str) -> None:
         for callmethod in CALL_METHODS:
             for answered in ANSWERED:
                 CALLS.labels(source, direction, callmethod, answered)
+
+
+class PrometheusRecorder:
+    """The `recorder.Recorder` of a running connector: the series above, for one source."""
+
+    def __init__(self, source: str) -> None:
+        self._source = source
+
+    def fetch_cycle(self, mode: FetchMode, seconds: float) -> None:
+        POLL_CYCLE_DURATION.labels(self._source, mode).observe(seconds)
+
+    def backlog(self, records: int) -> None:
+        API_BACKLOG.labels(self._source).set(records)
+
+    def committed(self, mode: FetchMode, fetched: int, summary: CommitSummary, now: float) -> None:
+        source = self._source
+        RECORDS_FETCHED.labels(source, mode).inc(fetched)
+        RECORDS_DEDUPLICATED.labels(source).inc(summary.deduplicated)
+        LAST_COMMIT.labels(source).set(now)
+        if summary.produced == 0 and summary.dead_lettered == 0:
+            return
+        RECORDS_PRODUCED.labels(source, mode).inc(summary.produced)
+        for stage in summary.dead_letter_stages:
+            RECORDS_DEAD_LETTERED.labels(source, dead_letter_reason(stage)).inc()
+        if mode == "sweep":
+            SWEEP_RECOVERED.labels(source).inc(summary.produced)
+        elif mode == "audit":
+            AUDIT_REPAIRED.labels(source).inc(summary.produced)
+        UNKNOWN_FIELDS.labels(source).inc(summary.tallies.unknown_fields)
+        self._observe_records(summary.tallies, now)
+
+    def _observe_records(self, tallies: RecordTallies, now: float) -> None:
+        """Per-record figures, added up per label set first (`RecordTallies`): a labelled
+        child lookup costs more than the addition it feeds."""
+        source = self._source
+        END_TO_END_LATENCY.labels(source).observe_many(tallies.latencies(now))
+        for (direction, callmethod, answered), count in tallies.calls.items():
+            CALLS.labels(
+                source,
+                direction_label(direction),
+                callmethod_label(callmethod),
+                "true" if answered else "false",
+            ).inc(count)
+        for direction, seconds in tallies.billed_seconds.items():
+            BILLED_SECONDS.labels(source, direction_label(direction)).inc(seconds)
+
+    def state_changed(self, state: CheckpointState) -> None:
+        STATE_IDS.labels(self._source).set(len(state.committed))
+        STATE_RANGES.labels(self._source).set(len(state.committed.ranges))
+        if state.newest_end_ms:
+            NEWEST_COMMITTED_END.labels(self._source).set(state.newest_end_ms / 1000)
+
+    def freshness(self, lag: Callable[[], float]) -> None:
+        # Computed at every scrape, so it keeps growing while a cycle is stuck or slow.
+        FRESHNESS_LAG.labels(self._source).set_function(lag)
+
+    def commit_failed(self) -> None:
+        COMMIT_FAILURES.labels(self._source).inc()
+
+    def brake_engaged(self, kind: str) -> None:
+        BRAKE_ENGAGED.labels(self._source, kind).set(1)
+
+    def audited(self, missing: int, at: float) -> None:
+        AUDIT_MISSING.labels(self._source).set(missing)
+        AUDIT_LAST_RUN.labels(self._source).set(at)
+
+    def listing_total_mismatch(self, mode: FetchMode) -> None:
+        LISTING_TOTAL_MISMATCHES.labels(self._source, mode).inc()
+
+    def answer_skipped(self) -> None:
+        ANSWER_SKIPPED.labels(self._source).inc()

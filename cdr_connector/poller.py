@@ -33,63 +33,54 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from cdr_connector import metrics
 from cdr_connector.api import BillPage, BillQuery, VendorApi
 from cdr_connector.bill import bill_id
 from cdr_connector.clock import Clock
 from cdr_connector.config import Filters, PollSettings, SourceSettings
 from cdr_connector.errors import AnswerTooLargeError
+from cdr_connector.recorder import Recorder
+from cdr_connector.source import (
+    AUDIT,
+    LIVE,
+    Fetch,
+    FetchedBatch,
+    FetchMode,
+    RoundFailedError,
+    SyncFlag,
+    Window,
+)
 
 log = logging.getLogger(__name__)
-
-FetchMode = Literal["live", "sweep", "audit", "backfill"]
 
 # The PBX's clock and ours may disagree; a window that ends a little in the future never
 # misses a record whose dial time is ahead of our clock.
 CLOCK_SKEW_MARGIN = timedelta(hours=1)
 
 
-@dataclass(frozen=True, slots=True)
-class FetchedBatch:
-    """Bills from one round of requests, to be committed together in one transaction."""
-
-    mode: FetchMode
-    bills: list[Any]
-    fetched_at_ms: int
-    backlog: int | None = None
-    settles_hour: tuple[int, int] | None = None
-    """(hour start in UTC epoch ms, the vendor's count): the audit has listed that whole hour
-    in the batches before this one, so once they are committed, so is everything the vendor
-    counts in it, however unreadable some of its bills' dial times were."""
-
-
-class RoundFailedError(Exception):
-    """Some requests of a round failed after others returned bills; carries both."""
-
-    def __init__(self, batch: FetchedBatch, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.batch = batch
-        self.cause = cause
-
-
 class Poller:
-    """Fetches rounds of bills for the live stream (syncflag=1) and for sweeps (syncflag=2)."""
+    """The GetBill `RecordSource`: live rounds (syncflag=1), listings (2 or 3) and counts."""
 
     def __init__(
-        self, api: VendorApi, source: SourceSettings, poll: PollSettings, clock: Clock
+        self,
+        api: VendorApi,
+        source: SourceSettings,
+        poll: PollSettings,
+        clock: Clock,
+        recorder: Recorder,
     ) -> None:
         self._api = api
         self._source = source
         self._poll = poll
         self._clock = clock
+        self._recorder = recorder
 
-    def live_window(self) -> tuple[datetime, datetime]:
+    def live_window(self) -> Window:
         now = datetime.fromtimestamp(self._clock.time(), self._source.zone)
         return now - timedelta(seconds=self._poll.lookback_seconds), now + CLOCK_SKEW_MARGIN
 
-    def sweep_window(self) -> tuple[datetime, datetime]:
+    def sweep_window(self) -> Window:
         now = datetime.fromtimestamp(self._clock.time(), self._source.zone)
         return now - timedelta(seconds=self._poll.sweep_window_seconds), now + CLOCK_SKEW_MARGIN
 
@@ -104,8 +95,8 @@ class Poller:
         while (remaining is None or remaining > 0) and next_page <= self._poll.max_listing_pages:
             count = 1 if remaining is None else min(concurrency, math.ceil(remaining / page_size))
             pages = list(range(next_page, next_page + count)) if paging else [1] * count
-            queries = [self._query(start, end, 1, page) for page in pages]
-            answers = await self._fetch_round(queries, "live")
+            queries = [self._query(start, end, LIVE.syncflag, page) for page in pages]
+            answers = await self._fetch_round(queries, LIVE.mode)
             totals = [answer.totalitems for answer in answers]
             unseen = min(answer.totalitems - len(answer.bills) for answer in answers)
             batch = FetchedBatch("live", _bills_of(answers), self._now_ms(), min(totals))
@@ -133,12 +124,14 @@ class Poller:
                 remaining = unseen
 
     async def listing(
-        self, start: datetime, end: datetime, syncflag: Literal[2, 3], mode: FetchMode
+        self, start: datetime, end: datetime, fetch: Fetch
     ) -> AsyncIterator[FetchedBatch]:
         """Every record of a window, read without marking, `concurrency` pages per batch,
         until a short or empty page, the count's last page, or `max_listing_pages`."""
-        page_size = self._poll.page_size
-        (first,) = await self._read_pages(start, end, syncflag, mode, [1])
+        if fetch.marks:
+            raise ValueError("a listing reads without marking: syncflag 2 or 3, not 1")
+        mode, page_size = fetch.mode, self._poll.page_size
+        (first,) = await self._read_pages(start, end, fetch, [1])
         yield FetchedBatch(mode, first.bills, self._now_ms())
         total = first.totalitems
         last_page = self._poll.max_listing_pages
@@ -149,7 +142,7 @@ class Poller:
             if short:
                 break
             high = min(last_page, low + self._poll.concurrency - 1)
-            reads = await self._read_pages(start, end, syncflag, mode, range(low, high + 1))
+            reads = await self._read_pages(start, end, fetch, range(low, high + 1))
             yield FetchedBatch(mode, [bill for r in reads for bill in r.bills], self._now_ms())
             seen += sum(r.count for r in reads)
             short = any(r.count < page_size for r in reads)
@@ -160,7 +153,7 @@ class Poller:
     def _count_mismatch(
         self, mode: FetchMode, total: int, seen: int, pages: int, short: bool
     ) -> None:
-        metrics.LISTING_TOTAL_MISMATCHES.labels(self._source.name, mode).inc()
+        self._recorder.listing_total_mismatch(mode)
         why = "a short or empty page ended it" if short else "poll.max_listing_pages ended it"
         log.warning(
             "a %s listing held %d bills in %d page(s) where totalitems claimed %d; %s",
@@ -176,12 +169,12 @@ class Poller:
         self,
         start: datetime,
         end: datetime,
-        syncflag: Literal[2, 3],
-        mode: FetchMode,
+        fetch: Fetch,
         pages: Sequence[int],
     ) -> list[_PageRead]:
-        queries = [self._query(start, end, syncflag, page) for page in pages]
-        return await self._gather_round([self._read_page(query) for query in queries], mode)
+        queries = [self._query(start, end, fetch.syncflag, page) for page in pages]
+        reads = [self._read_page(query) for query in queries]
+        return await self._gather_round(reads, fetch.mode)
 
     async def _read_page(self, query: BillQuery) -> _PageRead:
         """One listing page; over the answer size limit, the same records in smaller pages."""
@@ -194,7 +187,7 @@ class Poller:
     async def _read_in_parts(self, query: BillQuery, error: AnswerTooLargeError) -> _PageRead:
         size = _smaller_page_size(query.page_size)
         if size is None:
-            metrics.ANSWER_SKIPPED.labels(self._source.name).inc()
+            self._recorder.answer_skipped()
             log.error(
                 "a one-bill page (%s to %s, syncflag %d, page %d) is skipped: %s. The bill stays "
                 "with the vendor: raise source.max_answer_bytes and backfill this window",
@@ -225,12 +218,12 @@ class Poller:
         query = BillQuery(
             start=start,
             end=end,
-            syncflag=3,
+            syncflag=AUDIT.syncflag,
             page=1,
             page_size=1,
             filters=self._source.filters,
         )
-        answers = await self._fetch_round([query], "audit")
+        answers = await self._fetch_round([query], AUDIT.mode)
         return answers[0].totalitems
 
     def audit_hours(self) -> list[datetime]:
@@ -245,7 +238,7 @@ class Poller:
         last = math.floor((now - self._poll.audit_settle_seconds) / 3600) - 1
         return [datetime.fromtimestamp(hour * 3600, UTC) for hour in range(first, last + 1)]
 
-    def local_hour(self, hour_start: datetime) -> tuple[datetime, datetime]:
+    def local_hour(self, hour_start: datetime) -> Window:
         """The hour as an inclusive GetBill window, to the second, in the PBX's zone."""
         start = hour_start.astimezone(self._source.zone)
         return start, start + timedelta(seconds=3599)
@@ -266,9 +259,7 @@ class Poller:
             raise RoundFailedError(partial, failures[0]) from failures[0]
         return answers
 
-    def _query(
-        self, start: datetime, end: datetime, syncflag: Literal[1, 2, 3], page: int
-    ) -> BillQuery:
+    def _query(self, start: datetime, end: datetime, syncflag: SyncFlag, page: int) -> BillQuery:
         filters: Filters = self._source.filters
         return BillQuery(
             start=start,

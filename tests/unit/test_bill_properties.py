@@ -40,9 +40,9 @@ from cdr_connector.bill_writer import EncodedRecord
 from cdr_connector.checkpoint import CommittedIds
 from cdr_connector.errors import RecordError
 from cdr_connector.records import RecordContext
+from tests.fakes import bill
 from tests.unit import builds
 from tests.unit.test_bill_writer import general
-from tests.unit.test_pipeline import bill
 
 EXAMPLES = int(os.environ.get("CDR_PROPERTY_EXAMPLES", "100000"))
 ZONES = (ZoneInfo("Asia/Shanghai"), ZoneInfo("America/New_York"))

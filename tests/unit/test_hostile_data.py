@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from cdr_connector import metrics
 from cdr_connector.api import BillPage, BillQuery
 from cdr_connector.avro import decode
 from cdr_connector.bill import UnreadableBill
@@ -22,21 +21,24 @@ from cdr_connector.config import BrakeSettings
 from cdr_connector.errors import AnswerTooLargeError
 from cdr_connector.kafka_sink import OutgoingMessage
 from cdr_connector.pipeline import Pipeline
-from cdr_connector.poller import FetchedBatch
-from tests.unit import test_pipeline
-from tests.unit.test_pipeline import FakeSink, batch, bill
-from tests.unit.test_poller import FakeVendor, make_poller
+from cdr_connector.poller import Poller
+from cdr_connector.source import AUDIT, SWEEP, FetchedBatch
+from tests.fakes import (
+    SOURCE,
+    FakeApi,
+    FakeRecorder,
+    FakeSink,
+    batch,
+    bill,
+    make_pipeline,
+    make_settings,
+    started,
+)
+from tests.unit.test_poller import make_poller
 
-# A source of its own: the metrics tests expect the pipeline tests' source untouched.
-SOURCE = "hostile"
 
-
-def make_pipeline(sink: FakeSink, state: bytes | None = None) -> Pipeline:
-    return test_pipeline.make_pipeline(sink, state, source=SOURCE)
-
-
-async def started(sink: FakeSink, state: bytes | None = None) -> Pipeline:
-    return await test_pipeline.started(sink, state, source=SOURCE)
+async def commit(pipeline: Pipeline, *batches: FetchedBatch) -> None:
+    await pipeline.committer.commit(list(batches))
 
 
 DATA, DEAD = "cdr.calls", "cdr.calls.dlq"
@@ -57,8 +59,8 @@ def header(message: OutgoingMessage, name: str) -> bytes | None:
 async def test_an_id_beyond_64_bits_is_dead_lettered_and_the_state_still_commits(bad: Any) -> None:
     sink = FakeSink()
     pipeline = await started(sink)
-    await pipeline._commit_batch(batch(bill(1), bill(0, id=bad), bill(2)))
-    await pipeline._commit_batch(batch(bill(3)))  # the stream goes on
+    await commit(pipeline, batch(bill(1), bill(0, id=bad), bill(2)))
+    await commit(pipeline, batch(bill(3)))  # the stream goes on
     assert ids_on(sink) == [1, 2, 3]
     [letter] = sink.on(DEAD)
     assert header(letter, "cdr.field") == b"id" and header(letter, "cdr.id") is None
@@ -69,8 +71,8 @@ async def test_an_id_beyond_64_bits_is_dead_lettered_and_the_state_still_commits
 async def test_a_lookalike_id_does_not_make_a_genuine_record_a_duplicate() -> None:
     sink = FakeSink()
     pipeline = await started(sink)
-    await pipeline._commit_batch(batch(bill(2), bill(0, id="٣")))  # Arabic-Indic three
-    await pipeline._commit_batch(batch(bill(3)))
+    await commit(pipeline, batch(bill(2), bill(0, id="٣")))  # Arabic-Indic three
+    await commit(pipeline, batch(bill(3)))
     assert ids_on(sink) == [2, 3]
     assert len(sink.on(DEAD)) == 1
 
@@ -82,8 +84,8 @@ async def test_a_bill_without_a_usable_id_is_dead_lettered_once_however_often_li
     sink = FakeSink()
     pipeline = await started(sink)
     poisoned = bill(0, id=bad)
-    await pipeline._commit_batch(batch(bill(1), poisoned, dict(poisoned)))
-    await pipeline._commit_batch(batch(dict(poisoned), bill(2), mode="sweep"))
+    await commit(pipeline, batch(bill(1), poisoned, dict(poisoned)))
+    await commit(pipeline, batch(dict(poisoned), bill(2), mode="sweep"))
     assert ids_on(sink) == [1, 2]
     assert len(sink.on(DEAD)) == 1
 
@@ -95,8 +97,8 @@ async def test_an_unreadable_bill_is_dead_lettered_with_its_raw_bytes_and_its_id
     sink = FakeSink()
     pipeline = await started(sink)
     raw = b'{"id":5,"userid":"\\udc80","destnumber":"\xff"}'
-    await pipeline._commit_batch(batch(bill(4), UnreadableBill(raw, "invalid surrogate", 5)))
-    await pipeline._commit_batch(batch(bill(5), mode="sweep"))  # listed again, whole this time
+    await commit(pipeline, batch(bill(4), UnreadableBill(raw, "invalid surrogate", 5)))
+    await commit(pipeline, batch(bill(5), mode="sweep"))  # listed again, whole this time
     assert ids_on(sink) == [4]
     [letter] = sink.on(DEAD)
     assert letter.value == raw
@@ -109,8 +111,8 @@ async def test_an_unreadable_bill_without_an_id_is_dead_lettered_once_by_its_byt
     sink = FakeSink()
     pipeline = await started(sink)
     unreadable = UnreadableBill(b"[NaN]", "unexpected character", None)
-    await pipeline._commit_batch(batch(unreadable, bill(1)))
-    await pipeline._commit_batch(batch(UnreadableBill(b"[NaN]", "again", None), mode="sweep"))
+    await commit(pipeline, batch(unreadable, bill(1)))
+    await commit(pipeline, batch(UnreadableBill(b"[NaN]", "again", None), mode="sweep"))
     assert len(sink.on(DEAD)) == 1
 
 
@@ -124,7 +126,7 @@ class BrokenMapping(dict[str, Any]):
 async def test_any_exception_while_converting_a_bill_dead_letters_that_bill() -> None:
     sink = FakeSink()
     pipeline = await started(sink)
-    await pipeline._commit_batch(batch(bill(1), BrokenMapping(id=2), bill(3)))
+    await commit(pipeline, batch(bill(1), BrokenMapping(id=2), bill(3)))
     assert ids_on(sink) == [1, 3]
     [letter] = sink.on(DEAD)
     assert header(letter, "cdr.stage") == b"convert"
@@ -137,29 +139,29 @@ async def test_any_exception_while_converting_a_bill_dead_letters_that_bill() ->
 async def test_a_far_future_call_is_dead_lettered_and_cannot_blind_the_freshness_lag() -> None:
     sink = FakeSink()
     pipeline = await started(sink)
-    await pipeline._commit_batch(batch(bill(1)))
-    newest = pipeline.state.newest_end_ms
-    await pipeline._commit_batch(batch(bill(2, endtime="2099-12-31 23:59:59")))
+    await commit(pipeline, batch(bill(1)))
+    newest = pipeline.committer.state.newest_end_ms
+    await commit(pipeline, batch(bill(2, endtime="2099-12-31 23:59:59")))
     assert ids_on(sink) == [1]
     [letter] = sink.on(DEAD)
     assert header(letter, "cdr.field") == b"endtime"
-    assert pipeline.state.newest_end_ms == newest
-    assert pipeline._freshness_lag() > 0
+    assert pipeline.committer.state.newest_end_ms == newest
+    assert pipeline.committer.freshness_lag() > 0
     hour_2099 = 4_102_444_800_000 - 3_600_000
-    assert all(hour < hour_2099 for hour in pipeline.state.hour_counts)
+    assert all(hour < hour_2099 for hour in pipeline.committer.state.hour_counts)
 
 
 async def test_a_state_with_a_far_future_end_time_starts_freshness_anew() -> None:
     old = CheckpointState(source=SOURCE, newest_end_ms=4_102_444_799_000)
     pipeline = await started(FakeSink(), old.encode())
-    assert pipeline.state.newest_end_ms == 0
+    assert pipeline.committer.state.newest_end_ms == 0
 
 
 async def test_a_call_before_2000_is_dead_lettered_naming_its_start() -> None:
     sink = FakeSink()
     pipeline = await started(sink)
-    await pipeline._commit_batch(
-        batch(bill(1, starttime="1970-01-01 08:00:00", answertime=None, billsec=0))
+    await commit(
+        pipeline, batch(bill(1, starttime="1970-01-01 08:00:00", answertime=None, billsec=0))
     )
     [letter] = sink.on(DEAD)
     assert header(letter, "cdr.field") == b"starttime"
@@ -168,7 +170,7 @@ async def test_a_call_before_2000_is_dead_lettered_naming_its_start() -> None:
 # --- listings -------------------------------------------------------------------------------
 
 
-class InflatedVendor(FakeVendor):
+class InflatedVendor(FakeApi):
     """Claims a trillion records, whatever its pages hold."""
 
     async def get_bills(self, query: BillQuery) -> BillPage:
@@ -178,22 +180,20 @@ class InflatedVendor(FakeVendor):
 
 async def test_an_inflated_totalitems_ends_a_listing_at_its_first_short_page() -> None:
     vendor = InflatedVendor(25)
-    poller = make_poller(vendor, page_size=10, concurrency=2)
+    recorder = FakeRecorder()
+    poller = make_poller(vendor, page_size=10, concurrency=2, recorder=recorder)
     start, end = poller.sweep_window()
-    counter = metrics.LISTING_TOTAL_MISMATCHES.labels("default", "audit")
-    before = counter._value.get()
-    bills = [b async for batch in poller.listing(start, end, 3, "audit") for b in batch.bills]
+    bills = [b async for batch in poller.listing(start, end, AUDIT) for b in batch.bills]
     assert [b["id"] for b in bills] == list(range(1, 26))
     assert len(vendor.requests) == 3  # pages 1, 2, 3: the third is short
-    assert counter._value.get() == before + 1
+    assert recorder.of("listing_total_mismatch") == ["audit"]
 
 
 async def test_a_listing_stops_after_max_listing_pages_when_every_page_is_full() -> None:
     vendor = InflatedVendor(10**6)
-    poller = make_poller(vendor, page_size=10, concurrency=4)
-    poller._poll = poller._poll.model_copy(update={"max_listing_pages": 7})
+    poller = make_poller(vendor, page_size=10, concurrency=4, max_listing_pages=7)
     start, end = poller.sweep_window()
-    batches = [batch async for batch in poller.listing(start, end, 3, "audit")]
+    batches = [batch async for batch in poller.listing(start, end, AUDIT)]
     assert sum(len(b.bills) for b in batches) == 70
     assert len(vendor.requests) == 7
 
@@ -206,7 +206,7 @@ async def test_a_live_cycle_ends_at_a_short_page_whatever_totalitems_claims() ->
     assert len(vendor.requests) <= 9
 
 
-class SizeLimitedVendor(FakeVendor):
+class SizeLimitedVendor(FakeApi):
     """Refuses (as the client does at its size limit) any page of more than `most` bills."""
 
     def __init__(self, count: int, most: int) -> None:
@@ -224,21 +224,20 @@ async def test_a_listing_page_over_the_size_limit_is_read_again_in_smaller_pages
     vendor = SizeLimitedVendor(95, most=3)
     poller = make_poller(vendor, page_size=10, concurrency=2)
     start, end = poller.sweep_window()
-    bills = [b async for batch in poller.listing(start, end, 2, "sweep") for b in batch.bills]
+    bills = [b async for batch in poller.listing(start, end, SWEEP) for b in batch.bills]
     vendor.queried.update(range(1, 96))  # syncflag=2 lists what was queried
-    bills = [b async for batch in poller.listing(start, end, 2, "sweep") for b in batch.bills]
+    bills = [b async for batch in poller.listing(start, end, SWEEP) for b in batch.bills]
     assert [b["id"] for b in bills] == list(range(1, 96))
 
 
 async def test_a_one_bill_page_over_the_size_limit_is_skipped_and_counted() -> None:
     vendor = SizeLimitedVendor(12, most=0)
-    poller = make_poller(vendor, page_size=4, concurrency=1)
-    skipped = metrics.ANSWER_SKIPPED.labels("default")
-    before = skipped._value.get()
+    recorder = FakeRecorder()
+    poller = make_poller(vendor, page_size=4, concurrency=1, recorder=recorder)
     start, end = poller.sweep_window()
-    bills = [b async for batch in poller.listing(start, end, 3, "audit") for b in batch.bills]
+    bills = [b async for batch in poller.listing(start, end, AUDIT) for b in batch.bills]
     assert bills == []
-    assert skipped._value.get() == before + 12  # every bill, and the listing still ended
+    assert len(recorder.of("answer_skipped")) == 12  # every bill, and the listing still ended
 
 
 # --- the brake ------------------------------------------------------------------------------
@@ -270,11 +269,11 @@ def test_a_disabled_brake_never_engages() -> None:
 
 async def test_an_engaged_brake_stops_live_reads_and_makes_the_connector_unready() -> None:
     sink = FakeSink()
-    pipeline = make_pipeline(sink)
-    vendor = FakeVendor(30)
+    vendor = FakeApi(30)
     vendor.render = lambda record_id: bill(record_id, duration="garbage")
-    pipeline._brake = Brake(BrakeSettings(window_bills=10, dead_letter_ratio=0.5))
-    pipeline._poller._api = vendor  # type: ignore[assignment]
+    recorder = FakeRecorder()
+    settings = make_settings(brake={"window_bills": 10, "dead_letter_ratio": 0.5})
+    pipeline = make_pipeline(sink, settings=settings, api=vendor, recorder=recorder)
     task = asyncio.create_task(pipeline.run())
     while pipeline.status.brake is None:
         await asyncio.sleep(0.01)
@@ -285,8 +284,7 @@ async def test_an_engaged_brake_stops_live_reads_and_makes_the_connector_unready
     assert not vendor.queried & set(range(31, 61))
     reason = pipeline.status.not_ready_reason()
     assert reason is not None and "brake" in reason and "dead-lettered" in reason
-    gauge = metrics.BRAKE_ENGAGED.labels(SOURCE, "dead_letters")
-    assert gauge._value.get() == 1
+    assert recorder.of("brake_engaged") == ["dead_letters"]
     pipeline.request_stop()
     await asyncio.wait_for(task, 5)
     # What was fetched before the brake took hold was still committed, none of it lost.
@@ -309,32 +307,30 @@ class StateReader:
         return states[-1].value if states else None
 
 
-def with_state_reader(sink: FakeSink) -> tuple[Pipeline, StateReader]:
-    pipeline = make_pipeline(sink)
+def with_state_reader(sink: FakeSink, **brake: Any) -> tuple[Pipeline, StateReader]:
     reader = StateReader(sink)
-    pipeline._state_reader = reader
-    return pipeline, reader
+    settings = make_settings(brake=brake)
+    return make_pipeline(sink, settings=settings, state_reader=reader), reader
 
 
 async def test_an_unexpected_commit_failure_reads_the_state_back_and_commits_once() -> None:
     sink = FakeSink()
     pipeline, reader = with_state_reader(sink)
-    await pipeline._start()
+    await pipeline.start()
     sink.failures = [RuntimeError("a bug"), RuntimeError("a bug")]
-    await pipeline._commit_batch(batch(bill(1), bill(2)))
+    await commit(pipeline, batch(bill(1), bill(2)))
     assert ids_on(sink) == [1, 2]
     assert reader.reads == 3  # at start, then after each failure
-    assert pipeline.state.committed_total == 2
+    assert pipeline.committer.state.committed_total == 2
     assert pipeline.status.brake is None
 
 
 async def test_commit_failures_in_a_row_engage_the_brake_and_the_process_stays_up() -> None:
     sink = FakeSink()
-    pipeline, _ = with_state_reader(sink)
-    pipeline._brake = Brake(BrakeSettings(max_commit_failures=3))
-    await pipeline._start()
+    pipeline, _ = with_state_reader(sink, max_commit_failures=3)
+    await pipeline.start()
     sink.failures = [TypeError("bad header")] * 4
-    await pipeline._commit_batch(batch(bill(1)))
+    await commit(pipeline, batch(bill(1)))
     assert ids_on(sink) == [1]
     reason = pipeline.status.not_ready_reason()
     assert reason is not None and "3 transactions in a row failed" in reason
@@ -343,7 +339,7 @@ async def test_commit_failures_in_a_row_engage_the_brake_and_the_process_stays_u
 async def test_a_dead_letter_value_is_json_even_for_values_orjson_cannot_write() -> None:
     sink = FakeSink()
     pipeline = await started(sink)
-    await pipeline._commit_batch(batch(bill(1, duration=float("nan"))))
+    await commit(pipeline, batch(bill(1, duration=float("nan"))))
     [letter] = sink.on(DEAD)
     assert orjson.loads(letter.value)
 
@@ -356,34 +352,40 @@ async def test_an_audited_hour_with_an_unreadable_dial_time_is_settled_not_repai
 ):
     """The vendor counts a bill whose start cannot be read in its own hour; no record says
     which. Once the audit has listed and committed the whole hour, its count is the vendor's."""
-    sink = FakeSink()
-    pipeline = await started(sink)
+    sink, recorder = FakeSink(), FakeRecorder()
     now = datetime.now(UTC)
     hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
     local = hour.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H")
     times = {"starttime": f"{local}:00:00", "answertime": None, "endtime": f"{local}:01:00"}
-    vendor = FakeVendor(4)
+    vendor = FakeApi(4)
     garbled = times | {"starttime": f"{local}:61:00"}  # minute 61: no hour can be read
     vendor.render = lambda record_id: bill(
         record_id, billsec=0, **(garbled if record_id == 3 else times)
     )
-    pipeline._poller._api = vendor  # type: ignore[assignment]
-    pipeline._poller.audit_hours = lambda: [hour]  # type: ignore[method-assign]
+
+    class OneHourPoller(Poller):
+        def audit_hours(self) -> list[datetime]:
+            return [hour]
+
+    pipeline = await started(sink, api=vendor, recorder=recorder, poller=OneHourPoller)
     hour_ms = int(hour.timestamp() * 1000)
-    missing = metrics.AUDIT_MISSING.labels(SOURCE)
+
+    def missing() -> int:
+        *_, (count, _at) = recorder.of("audited")
+        return int(count)
 
     async def audit() -> list[FetchedBatch]:
         queue: asyncio.Queue[FetchedBatch | None] = asyncio.Queue()
-        await pipeline._audit(queue)
+        await pipeline.scheduler.audit(queue)
         batches = [queue.get_nowait() for _ in range(queue.qsize())]
         for listed in batches:
             assert listed is not None
-            await pipeline._commit_batch(listed)
+            await commit(pipeline, listed)
         return [b for b in batches if b is not None]
 
     await audit()
-    assert missing._value.get() == 4
+    assert missing() == 4
     assert ids_on(sink) == [1, 2, 4] and len(sink.on(DEAD)) == 1
-    assert pipeline.state.hour_counts[hour_ms] == 4
+    assert pipeline.committer.state.hour_counts[hour_ms] == 4
     assert await audit() == [], "a settled hour is not listed again"
-    assert missing._value.get() == 0
+    assert missing() == 0

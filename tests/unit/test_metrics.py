@@ -18,7 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from cdr_connector import metrics
 from cdr_connector.api.client import SERVICE_LABELS
 from cdr_connector.http import create_ops_app
-from cdr_connector.pipeline import PipelineStatus
+from cdr_connector.status import PipelineStatus
+from tests.fakes import FakeClock, FakeSink, batch, bill, make_settings, started
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 PREFIX = "cdr_connector_"
@@ -293,3 +294,58 @@ def test_batch_histogram_exposes_what_a_histogram_of_the_same_values_would() -> 
     for name, value in expected.items():
         assert got[name] == pytest.approx(value), name
     assert got[("h_seconds_count", (("source", "a"),))] == 200
+
+
+# --- the Prometheus recorder ----------------------------------------------------------------
+
+
+async def test_the_recorder_counts_telephony_figures_per_label_set() -> None:
+    source = "recorder"
+
+    def calls(direction: str, answered: str) -> float:
+        labels = {"source": source, "direction": direction, "callmethod": "3"}
+        value = metrics.REGISTRY.get_sample_value(
+            "cdr_connector_calls_total", labels | {"answered": answered}
+        )
+        return value or 0.0
+
+    def billed() -> float:
+        labels = {"source": source, "direction": "callin"}
+        return metrics.REGISTRY.get_sample_value("cdr_connector_billed_seconds_total", labels) or 0
+
+    before = (calls("callin", "true"), calls("callin", "false"), billed())
+    pipeline = await started(
+        FakeSink(), recorder=metrics.PrometheusRecorder(source), settings=make_settings(source)
+    )
+    await pipeline.committer.commit(
+        [
+            batch(
+                bill(1, direction="callin", billsec=10),
+                bill(2, direction="callin", billsec=20),
+                bill(3, direction="callin", answertime=None, billsec=0),
+            )
+        ]
+    )
+    assert calls("callin", "true") - before[0] == 2
+    assert calls("callin", "false") - before[1] == 1
+    assert billed() - before[2] == 30
+
+
+async def test_the_recorder_reports_a_commit_state_and_freshness_under_its_source() -> None:
+    source = "recorder-state"
+    sink, clock = FakeSink(), FakeClock(start=1_795_700_000.0)
+    recorder = metrics.PrometheusRecorder(source)
+    pipeline = await started(sink, recorder=recorder, settings=make_settings(source), clock=clock)
+    await pipeline.committer.commit([batch(bill(1), bill(2)), batch(bill(2), mode="sweep")])
+
+    def sample(name: str, **labels: str) -> float | None:
+        return metrics.REGISTRY.get_sample_value(name, {"source": source} | labels)
+
+    assert sample("cdr_connector_records_produced_total", mode="live") == 2
+    assert sample("cdr_connector_records_fetched_total", mode="sweep") == 1
+    assert sample("cdr_connector_records_deduplicated_total") == 1
+    assert sample("cdr_connector_state_committed_ids") == 2
+    # bill()'s calls end at 2026-11-26 10:01:00 in Shanghai, 02:01:00Z
+    assert sample("cdr_connector_freshness_lag_seconds") == 1_795_700_000 - 1_795_658_460
+    clock.advance(60)
+    assert sample("cdr_connector_freshness_lag_seconds") == 1_795_700_060 - 1_795_658_460

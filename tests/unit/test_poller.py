@@ -1,60 +1,28 @@
 """The live round strategy against in-memory servers that mark, do not mark, or race."""
 
-import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from cdr_connector.api import BillPage, BillQuery
 from cdr_connector.bill import bill_id
 from cdr_connector.config import PollSettings, SourceSettings
 from cdr_connector.errors import ApiTransientError
-from cdr_connector.poller import FetchedBatch, Poller, RoundFailedError
-from tests.fakes import FakeClock
+from cdr_connector.poller import Poller
+from cdr_connector.source import SWEEP, FetchedBatch, RoundFailedError
+from tests.fakes import FakeApi, FakeClock, FakeRecorder
 
 
-class FakeVendor:
-    """Serves GetBill from a list of ids; `marks` decides whether syncflag=1 consumes."""
-
-    def __init__(self, count: int, *, marks: bool = True, racing: bool = False) -> None:
-        self.ids = list(range(1, count + 1))
-        self.queried: set[int] = set()
-        self.marks = marks
-        self.racing = racing
-        self.requests: list[tuple[int, int]] = []
-        self.fail_next: list[BaseException] = []
-        self.render: Callable[[int], Any] = lambda record_id: {"id": record_id}
-
-    async def get_bills(self, query: BillQuery) -> BillPage:
-        self.requests.append((query.syncflag, query.page))
-        if self.fail_next:
-            raise self.fail_next.pop()
-        if query.syncflag == 1:
-            listing = [i for i in self.ids if i not in self.queried]
-        elif query.syncflag == 2:
-            listing = [i for i in self.ids if i in self.queried]
-        else:
-            listing = list(self.ids)
-        offset = (query.page - 1) * query.page_size
-        page = listing[offset : offset + query.page_size]
-        if self.racing:
-            await asyncio.sleep(0)  # let a concurrent request read the same records first
-        if query.syncflag == 1 and self.marks:
-            self.queried.update(page)
-        return BillPage(len(listing), query.page, query.page_size, [self.render(i) for i in page])
-
-    async def login(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-
-def make_poller(vendor: FakeVendor, *, page_size: int = 10, concurrency: int = 4) -> Poller:
+def make_poller(
+    vendor: FakeApi,
+    *,
+    page_size: int = 10,
+    concurrency: int = 4,
+    recorder: FakeRecorder | None = None,
+    **poll: Any,
+) -> Poller:
     source = SourceSettings(appid="a", accesskey="k")  # type: ignore[arg-type]
-    poll = PollSettings(page_size=page_size, concurrency=concurrency)
-    return Poller(vendor, source, poll, FakeClock())
+    settings = PollSettings(page_size=page_size, concurrency=concurrency, **poll)
+    return Poller(vendor, source, settings, FakeClock(), recorder or FakeRecorder())
 
 
 async def collect(poller: Poller) -> list[FetchedBatch]:
@@ -66,7 +34,7 @@ def ids_of(batches: list[FetchedBatch]) -> list[int]:
 
 
 async def test_marking_server_rounds_take_contiguous_runs_of_the_lowest_ids() -> None:
-    vendor = FakeVendor(95)
+    vendor = FakeApi(95)
     batches = await collect(make_poller(vendor))
     assert sorted(ids_of(batches)) == list(range(1, 96))
     assert len(ids_of(batches)) == 95  # nothing twice
@@ -81,20 +49,20 @@ async def test_marking_server_rounds_take_contiguous_runs_of_the_lowest_ids() ->
 
 
 async def test_first_round_is_one_request_then_up_to_concurrency() -> None:
-    vendor = FakeVendor(95)
+    vendor = FakeApi(95)
     await collect(make_poller(vendor, concurrency=4))
     # 1 request learns the backlog (95), then rounds of 4, 4, 1 for the remaining 85.
     assert len(vendor.requests) == 1 + 4 + 4 + 1
 
 
 async def test_backlog_is_reported_from_totalitems() -> None:
-    vendor = FakeVendor(35)
+    vendor = FakeApi(35)
     batches = await collect(make_poller(vendor))
     assert batches[0].backlog == 35
 
 
 async def test_server_that_does_not_mark_is_read_by_paging_forward() -> None:
-    vendor = FakeVendor(45, marks=False)
+    vendor = FakeApi(45, marks=False)
     batches = await collect(make_poller(vendor))
     assert set(ids_of(batches)) == set(range(1, 46))
     pages = [page for _, page in vendor.requests]
@@ -103,7 +71,7 @@ async def test_server_that_does_not_mark_is_read_by_paging_forward() -> None:
 
 
 async def test_racing_server_duplicates_reach_the_batch_and_nothing_is_missing() -> None:
-    vendor = FakeVendor(60, racing=True)
+    vendor = FakeApi(60, racing=True)
     batches = await collect(make_poller(vendor))
     fetched = ids_of(batches)
     assert set(fetched) == set(range(1, 61))
@@ -111,7 +79,7 @@ async def test_racing_server_duplicates_reach_the_batch_and_nothing_is_missing()
 
 
 async def test_bills_returned_before_a_failure_in_the_same_round_are_kept() -> None:
-    vendor = FakeVendor(50)
+    vendor = FakeApi(50)
     poller = make_poller(vendor, concurrency=4)
     cycle = poller.live_cycle()
     first = await anext(cycle)
@@ -125,12 +93,12 @@ async def test_bills_returned_before_a_failure_in_the_same_round_are_kept() -> N
 
 
 async def test_listing_reads_every_page_of_syncflag_2_without_marking() -> None:
-    vendor = FakeVendor(40)
+    vendor = FakeApi(40)
     await collect(make_poller(vendor))
     vendor.ids.extend(range(41, 46))
     poller = make_poller(vendor, concurrency=2)
     start, end = poller.sweep_window()
-    batches = [b async for b in poller.listing(start, end, 2, "sweep")]
+    batches = [b async for b in poller.listing(start, end, SWEEP)]
     assert ids_of(batches) == list(range(1, 41))
     assert {b.mode for b in batches} == {"sweep"}
     assert all(flag == 2 for flag, _ in vendor.requests[-4:])

@@ -13,16 +13,17 @@ import pytest
 from cdr_connector.api import BillPage, BillQuery
 from cdr_connector.config import PollSettings, SourceSettings
 from cdr_connector.errors import ApiTransientError
-from cdr_connector.poller import Poller, RoundFailedError
-from tests.fakes import FakeClock
-from tests.unit.test_poller import FakeVendor, collect, ids_of, make_poller
+from cdr_connector.poller import Poller
+from cdr_connector.source import SWEEP, RoundFailedError
+from tests.fakes import FakeApi, FakeClock, FakeRecorder
+from tests.unit.test_poller import collect, ids_of, make_poller
 
 PBX = ZoneInfo("Asia/Shanghai")  # the default source.timezone, UTC+8 all year
 MIDNIGHT = 1_699_920_000  # 2023-11-14 00:00:00 UTC
 HOUR = 3600
 
 
-class RecordingVendor(FakeVendor):
+class RecordingVendor(FakeApi):
     """The in-memory vendor, keeping every query as the poller built it."""
 
     def __init__(self, count: int) -> None:
@@ -34,9 +35,11 @@ class RecordingVendor(FakeVendor):
         return await super().get_bills(query)
 
 
-def poller_at(vendor: FakeVendor, now: float, **poll: Any) -> Poller:
+def poller_at(vendor: FakeApi, now: float, **poll: Any) -> Poller:
     source = SourceSettings(appid="a", accesskey="k")
-    return Poller(vendor, source, PollSettings(**({"page_size": 10} | poll)), FakeClock(now))
+    return Poller(
+        vendor, source, PollSettings(**({"page_size": 10} | poll)), FakeClock(now), FakeRecorder()
+    )
 
 
 def utc(hour: int) -> datetime:
@@ -64,7 +67,7 @@ async def test_live_and_sweep_windows_end_an_hour_past_the_clock_in_the_pbx_zone
 async def test_a_backlog_at_a_page_boundary_is_fetched_whole(marks: bool, count: int) -> None:
     """After a full first page the server has one record left, or none: the cycle goes on for
     the one, and ends without a request for nothing."""
-    vendor = FakeVendor(count, marks=marks)
+    vendor = FakeApi(count, marks=marks)
     batches = await collect(make_poller(vendor, page_size=10))
     assert set(ids_of(batches)) == set(range(1, count + 1))
 
@@ -73,15 +76,15 @@ async def test_a_backlog_at_a_page_boundary_is_fetched_whole(marks: bool, count:
 
 
 async def test_batches_are_stamped_with_the_clock_in_milliseconds() -> None:
-    vendor = FakeVendor(5)
+    vendor = FakeApi(5)
     poller = poller_at(vendor, 1_700_000_000.25)
     live = await collect(poller)
-    sweep = [b async for b in poller.listing(*poller.sweep_window(), 2, "sweep")]
+    sweep = [b async for b in poller.listing(*poller.sweep_window(), SWEEP)]
     assert {b.fetched_at_ms for b in live + sweep} == {1_700_000_000_250}
 
 
 async def test_a_failed_round_carries_the_failure_as_its_message() -> None:
-    vendor = FakeVendor(50)
+    vendor = FakeApi(50)
     vendor.fail_next = [ApiTransientError("App.Sip_Cdr.GetBill: HTTP 503: busy")]
     with pytest.raises(RoundFailedError) as failed:
         await collect(make_poller(vendor))
@@ -120,7 +123,7 @@ async def test_count_asks_for_every_record_of_the_window_in_one_page_of_one() ->
 def test_audited_hours_are_the_closed_hours_one_hour_inside_the_lookback(
     now: float, lookback: float, settle: float, hours: list[int]
 ) -> None:
-    poller = poller_at(FakeVendor(0), now, lookback_seconds=lookback, audit_settle_seconds=settle)
+    poller = poller_at(FakeApi(0), now, lookback_seconds=lookback, audit_settle_seconds=settle)
     audited = poller.audit_hours()
     assert audited == [utc(hour) for hour in hours]
     assert {start.tzinfo for start in audited} == {UTC}
@@ -128,7 +131,7 @@ def test_audited_hours_are_the_closed_hours_one_hour_inside_the_lookback(
 
 def test_an_audited_hour_is_its_own_3600_seconds_in_the_pbx_zone() -> None:
     """Inclusive to the second, so it ends one second before the next hour begins."""
-    poller = poller_at(FakeVendor(0), MIDNIGHT)
+    poller = poller_at(FakeApi(0), MIDNIGHT)
     start, end = poller.local_hour(utc(6))
     assert start == datetime(2023, 11, 14, 14, 0, 0, tzinfo=PBX)
     assert end == datetime(2023, 11, 14, 14, 59, 59, tzinfo=PBX)

@@ -41,7 +41,7 @@ from cdr_connector.http import create_ops_app
 from cdr_connector.pipeline import Pipeline
 from cdr_connector.poller import Poller
 from cdr_connector.redaction import MASK, PARTIAL_MIN, Redactor
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, FakeRecorder, FakeSink, bill
 from tests.unit.forward_proxy import forward_proxy
 from tests.unit.test_api_client import (
     FakeVendor,
@@ -54,7 +54,6 @@ from tests.unit.test_api_client import (
     ret,
     serving,
 )
-from tests.unit.test_pipeline import FakeSink, bill
 
 APPID = "redaction-appid"
 ACCESSKEY = 'ak/SECRET+5f1c 9e07&k="v"'
@@ -293,13 +292,15 @@ async def test_check_prints_no_form_of_a_secret(monkeypatch: pytest.MonkeyPatch)
 
 def pipeline_over(current: Scene, client: VendorApiClient, sink: FakeSink) -> Pipeline:
     settings = current.settings
-    poller = Poller(client, settings.source, settings.poll, SystemClock())
+    recorder = FakeRecorder()
+    poller = Poller(client, settings.source, settings.poll, SystemClock(), recorder)
     return Pipeline(
         settings,
         poller,
         sink,
         SingleObjectEncoder(),
         SystemClock(),
+        recorder=recorder,
         state_reader=lambda _settings, _key: None,
         redactor=client.redactor,
     )
@@ -332,13 +333,13 @@ async def test_readyz_reasons_and_dead_letters_hold_no_form_of_a_secret(
                 assert MASK in reason
                 # Bills whose start time quotes the secret, whole and cut: dead letters.
                 pipeline = pipeline_over(current, client, sink)
-                await pipeline._start()
+                await pipeline.start()
                 bad = [
                     bill(number * 10 + 1, starttime=f"echo<{form}>end"),
                     bill(number * 10 + 2, starttime="s" * (77 - 1 - CUT_INSIDE) + form),
                 ]
                 current.vendor.script(GET_BILL, page({"totalitems": 2, "bills": bad}))
-                await pipeline._startup_sweep()
+                await pipeline.recover()
                 outputs[label] = [reason]
         finally:
             await client.close()
