@@ -15,14 +15,18 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from tests.dev_services import local_service
 from tests.kafka_helpers import check_reachable, unique_name
+
+# The schema registry's fixture, `schema_registry_url`, started the way the broker is.
+pytest_plugins = ("tests.schema_registry",)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KAFKA_SH = REPO_ROOT / "deploy" / "dev" / "kafka.sh"
@@ -56,64 +60,34 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # --- Kafka -------------------------------------------------------------------------------
 
 
-def _kafka_sh(command: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", str(KAFKA_SH), command],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def _tail(text: str, lines: int = 40) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
-def _start_local_broker() -> tuple[str, bool]:
-    """Return (bootstrap address, whether this call started the broker)."""
-    try:
-        status = _kafka_sh("status", timeout=30)
-        if status.returncode == 0 and status.stdout.strip():
-            return status.stdout.strip().splitlines()[-1], False
-        start = _kafka_sh("start", timeout=KAFKA_SH_START_TIMEOUT)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        pytest.fail(f"could not run {KAFKA_SH}: {exc}", pytrace=False)
-    if start.returncode != 0 or not start.stdout.strip():
-        pytest.fail(
-            f"no Kafka broker: `{KAFKA_SH} start` exited {start.returncode}\n"
-            f"{_tail(start.stderr)}\n"
-            f"(or point the tests at a broker with {BOOTSTRAP_OPTION} / ${BOOTSTRAP_ENV})",
-            pytrace=False,
-        )
-    return start.stdout.strip().splitlines()[-1], True
-
-
 @pytest.fixture(scope="session")
 def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
     """Bootstrap servers (``host:port``) of a Kafka broker that answers; fails the test if none."""
     given = request.config.getoption(BOOTSTRAP_OPTION) or os.environ.get(BOOTSTRAP_ENV, "").strip()
-    started = False
-    if given:
-        bootstrap = given
-        source = BOOTSTRAP_OPTION if request.config.getoption(BOOTSTRAP_OPTION) else BOOTSTRAP_ENV
-    else:
-        bootstrap, started = _start_local_broker()
-        source = str(KAFKA_SH.relative_to(REPO_ROOT))
-    try:
+    with ExitStack() as services:
+        if given:
+            bootstrap = given
+            source = (
+                BOOTSTRAP_OPTION if request.config.getoption(BOOTSTRAP_OPTION) else BOOTSTRAP_ENV
+            )
+        else:
+            bootstrap = services.enter_context(
+                local_service(
+                    KAFKA_SH,
+                    what="Kafka broker",
+                    start_timeout=KAFKA_SH_START_TIMEOUT,
+                    stop_timeout=KAFKA_SH_STOP_TIMEOUT,
+                    instead=f"or point the tests at a broker with {BOOTSTRAP_OPTION} / "
+                    f"${BOOTSTRAP_ENV}",
+                )
+            )
+            source = str(KAFKA_SH.relative_to(REPO_ROOT))
         problem = check_reachable(bootstrap, timeout=REACHABLE_TIMEOUT)
         if problem is not None:
             pytest.fail(
                 f"Kafka broker {bootstrap} (from {source}) is not usable: {problem}", pytrace=False
             )
         yield bootstrap
-    finally:
-        if started:
-            stop = _kafka_sh("stop", timeout=KAFKA_SH_STOP_TIMEOUT)
-            if stop.returncode != 0:
-                # Teardown must not hide test results; the script's own output says why.
-                print(f"`{KAFKA_SH} stop` exited {stop.returncode}:\n{_tail(stop.stderr)}")
 
 
 @pytest.fixture(scope="session")

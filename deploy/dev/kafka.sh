@@ -43,6 +43,8 @@ die() {
     log "$*"
     exit 1
 }
+# shellcheck source=processes.sh
+source "$DEV_DIR/processes.sh"
 
 if ! [[ "$PORT" =~ ^[0-9]+$ ]] || ((PORT < 1 || PORT > 65534)); then
     die "KAFKA_PORT must be a port number below 65535, got '$PORT'"
@@ -105,27 +107,12 @@ resolve_jars() {
 
 # The pid of the broker started from this run directory, if it is alive.
 broker_pid() {
-    local pid
-    [[ -f "$PID_FILE" ]] || return 1
-    pid="$(cat "$PID_FILE" 2>/dev/null)"
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    pid_is_broker "$pid" || return 1
-    echo "$pid"
+    pid_from_file "$PID_FILE" pid_is_broker
 }
 
 # True if the pid is a live java process running kafka.Kafka with this run directory's config.
 pid_is_broker() {
-    local pid="$1" state i
-    local -a args=()
-    [[ -r "/proc/$pid/cmdline" ]] || return 1
-    state="$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null)" || return 1
-    [[ -n "$state" && "$state" != Z && "$state" != X ]] || return 1
-    mapfile -d '' args <"/proc/$pid/cmdline" 2>/dev/null || return 1
-    ((${#args[@]} > 1)) && [[ "${args[0]##*/}" == java ]] || return 1
-    for ((i = 1; i < ${#args[@]} - 1; i++)); do
-        [[ "${args[i]}" == kafka.Kafka && "${args[i + 1]}" == "$PROPS" ]] && return 0
-    done
-    return 1
+    java_pid_has_args "$1" kafka.Kafka "$PROPS"
 }
 
 # Brokers of this run directory whose pid file was lost.
@@ -135,10 +122,6 @@ orphan_pids() {
         pid_is_broker "$pid" && echo "$pid"
     done
     return 0
-}
-
-port_open() {
-    timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
 }
 
 # Ask the broker for its topics (a metadata request) with Kafka's own TopicCommand.
@@ -267,21 +250,7 @@ wait_ready() {
 }
 
 stop_pid() {
-    local pid="$1" deadline
-    kill -TERM "$pid" 2>/dev/null || return 0
-    deadline=$(($(date +%s) + STOP_TIMEOUT))
-    while pid_is_broker "$pid" && (($(date +%s) < deadline)); do
-        sleep 0.2
-    done
-    if pid_is_broker "$pid"; then
-        log "broker $pid did not stop within ${STOP_TIMEOUT}s; killing it"
-        kill -KILL "$pid" 2>/dev/null || true
-        deadline=$(($(date +%s) + 10))
-        while pid_is_broker "$pid" && (($(date +%s) < deadline)); do
-            sleep 0.2
-        done
-        ! pid_is_broker "$pid" || die "broker $pid survived SIGKILL"
-    fi
+    stop_java_pid "$1" pid_is_broker "$STOP_TIMEOUT" broker
 }
 
 stop_all() {
