@@ -67,14 +67,20 @@ class _Section(BaseModel):
 class Filters(_Section):
     """GetBill filters; empty strings mean 'all', exactly as the vendor API takes them."""
 
-    direction: Literal[1, 2, 3] = 3
-    callmethod: Annotated[int, Field(ge=0, le=6)] = 0
-    extnumber: tuple[str, ...] = ()
-    destnumber: str = ""
-    userid: str = ""
-    memberid: str = ""
-    chengshudu: str = ""
-    customuuid: str = ""
+    direction: Literal[1, 2, 3] = Field(
+        3, description="GetBill filter: 1 incoming calls, 2 outgoing, 3 both"
+    )
+    callmethod: Annotated[int, Field(ge=0, le=6)] = Field(
+        0,
+        description="GetBill filter: 0 any call method, or one of the vendor's 1-6 "
+        "(extension to extension, manual dial, API call, API double call, predictive, IVR/group)",
+    )
+    extnumber: tuple[str, ...] = Field((), description="GetBill filter: only these extensions")
+    destnumber: str = Field("", description="GetBill filter: only calls to this number")
+    userid: str = Field("", description="GetBill filter: the custom employee id")
+    memberid: str = Field("", description="GetBill filter: the custom member id")
+    chengshudu: str = Field("", description="GetBill filter: the custom maturity field")
+    customuuid: str = Field("", description="GetBill filter: the custom customer id")
 
     def as_form(self) -> dict[str, str]:
         return {
@@ -92,28 +98,67 @@ class Filters(_Section):
 class SourceSettings(_Section):
     """One vendor account: where it is, how to log in, and its PBX's clock."""
 
-    name: str = "default"
-    api_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8080/")
-    appid: str = ""
-    accesskey: SecretStr = SecretStr("")
-    accesskey_file: Path | None = None
-    timezone: str = "Asia/Shanghai"
-    request_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
-    verify_tls: bool = True
-    ca_file: Path | None = None
+    name: str = Field(
+        "default",
+        description="name of this vendor account; part of the `transactional.id`, the state key "
+        "and every record",
+    )
+    api_url: AnyHttpUrl = Field(
+        AnyHttpUrl("http://127.0.0.1:8080/"), description="the vendor API's base URL"
+    )
+    appid: str = Field("", description="the vendor account's appid (required)")
+    accesskey: SecretStr = Field(
+        SecretStr(""),
+        description="the vendor account's access key (required, here or in "
+        "`source.accesskey_file`); never logged",
+    )
+    accesskey_file: Path | None = Field(
+        None, description="a file holding the access key, as Kubernetes mounts secrets"
+    )
+    timezone: str = Field(
+        "Asia/Shanghai",
+        description="the PBX's IANA time zone; record times are converted to UTC",
+    )
+    request_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = Field(
+        30.0, description="timeout of every API request"
+    )
+    verify_tls: bool = Field(True, description="check the vendor API's HTTPS certificate")
+    ca_file: Path | None = Field(
+        None, description="CA certificates for the vendor API, instead of the system's"
+    )
     # A forward proxy for the vendor API: http:// only (https:// vendor URLs are tunnelled
     # through it with CONNECT). Its credentials come from its user:password part or from
     # `proxy_credentials_file` (one line, user:password). Unset: HTTPS_PROXY, HTTP_PROXY and
     # NO_PROXY of the environment apply.
-    proxy_url: AnyHttpUrl | None = None
-    proxy_credentials_file: Path | None = None
-    token_renew_before_seconds: PositiveSeconds = 600.0
+    proxy_url: AnyHttpUrl | None = Field(
+        None,
+        description="an `http://` forward proxy for every vendor API request (https:// vendor "
+        "URLs are tunnelled through it with `CONNECT`), credentials in its `user:password@` "
+        "part or in `source.proxy_credentials_file`. Unset: `HTTPS_PROXY` / `HTTP_PROXY` / "
+        '`NO_PROXY` of the environment apply (see "Security")',
+    )
+    proxy_credentials_file: Path | None = Field(
+        None,
+        description="a file holding one line `user:password` for `source.proxy_url`, read "
+        "like `source.accesskey_file`",
+    )
+    token_renew_before_seconds: PositiveSeconds = Field(
+        600.0, description="renew the login token this long before it expires"
+    )
     # The vendor documents 12 hours; renewing early keeps requests off the expiry edge.
-    token_lifetime_seconds: Annotated[float, Field(gt=0, le=7 * DAY)] = 12 * HOUR
+    token_lifetime_seconds: Annotated[float, Field(gt=0, le=7 * DAY)] = Field(
+        12 * HOUR,
+        description="how long a login token lasts (the vendor documents 12 hours); lower it "
+        "when the vendor expires tokens sooner (`ret` 600 answers)",
+    )
     # An answer is read up to this many bytes and refused beyond (a broken or hostile server
     # must not take the process past its memory limit). The default has room for a page of
     # 1,000 bills of 32 KiB each; typical pages are about 450 KB.
-    max_answer_bytes: Annotated[int, Field(ge=64 * 1024, le=1024**3)] = 32 * 1024 * 1024
+    max_answer_bytes: Annotated[int, Field(ge=64 * 1024, le=1024**3)] = Field(
+        32 * 1024 * 1024,
+        description='an API answer is read up to this size and refused beyond it (see "Bad '
+        'data from the vendor")',
+    )
     filters: Filters = Filters()
     # Taken out of `proxy_url` (which keeps no user:password) or read from the file.
     _proxy_credentials: tuple[str, SecretStr] | None = PrivateAttr(default=None)
@@ -225,30 +270,56 @@ def _read_proxy_credentials(path: Path) -> tuple[str, str]:
 class PollSettings(_Section):
     """How often and how hard the connector asks the vendor for new records."""
 
-    interval_seconds: Annotated[float, Field(gt=0, le=HOUR)] = 5.0
+    interval_seconds: Annotated[float, Field(gt=0, le=HOUR)] = Field(
+        5.0, description="sleep between cycles once the backlog is drained"
+    )
     # New records carry their dial time, and a long call is written back only when it ends,
     # so the syncflag=1 window must reach back further than the longest call.
-    lookback_seconds: Annotated[float, Field(gt=0, le=30 * DAY)] = DAY
-    page_size: Annotated[int, Field(ge=1, le=1000)] = 1000
-    concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    lookback_seconds: Annotated[float, Field(gt=0, le=30 * DAY)] = Field(
+        DAY,
+        description="the dial-time window of `syncflag=1` reads, and how long committed ids "
+        "are remembered",
+    )
+    page_size: Annotated[int, Field(ge=1, le=1000)] = Field(1000, description="records per page")
+    concurrency: Annotated[int, Field(ge=1, le=64)] = Field(4, description="API requests in flight")
     # Records whose dial time falls in the last `sweep_window_seconds` are listed with
     # syncflag=2 at start-up, after a failed live request, and every
     # `sweep_interval_seconds`, and any id not yet committed is published: this recovers
     # records fetched before a crash or lost with a failed answer. A sweep lists the whole
     # window (millions of records on a busy account), so the periodic one is rare.
-    sweep_window_seconds: Annotated[float, Field(gt=0, le=30 * DAY)] = 6 * HOUR
-    sweep_interval_seconds: Annotated[float, Field(gt=0, le=7 * DAY)] = 1800.0
+    sweep_window_seconds: Annotated[float, Field(gt=0, le=30 * DAY)] = Field(
+        6 * HOUR,
+        description="the dial-time window of recovery sweeps (`syncflag=2`): at start-up, after "
+        "a failed live request, and periodically; at most `poll.lookback_seconds`",
+    )
+    sweep_interval_seconds: Annotated[float, Field(gt=0, le=7 * DAY)] = Field(
+        1800.0, description="time between periodic recovery sweeps"
+    )
     # Every `audit_interval_seconds` each closed hour of dial time (older than
     # `audit_settle_seconds`, inside the lookback) is counted by the vendor (syncflag=3) and
     # compared with what was committed; a shortfall is listed and published.
-    audit_interval_seconds: PositiveSeconds = 900.0
-    audit_settle_seconds: Annotated[float, Field(gt=0, le=7 * DAY)] = HOUR
-    retry_initial_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
-    retry_max_seconds: Annotated[float, Field(gt=0, le=HOUR)] = 30.0
-    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 8
+    audit_interval_seconds: PositiveSeconds = Field(
+        900.0, description="time between audits of closed hours (see below)"
+    )
+    audit_settle_seconds: Annotated[float, Field(gt=0, le=7 * DAY)] = Field(
+        HOUR, description="an hour of dial time is audited once it is this long past"
+    )
+    retry_initial_seconds: Annotated[float, Field(gt=0, le=60)] = Field(
+        0.5, description="first API retry delay: exponential backoff with full jitter"
+    )
+    retry_max_seconds: Annotated[float, Field(gt=0, le=HOUR)] = Field(
+        30.0, description="longest API retry delay"
+    )
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = Field(
+        8, description="attempts of one API request before the cycle fails"
+    )
     # A listing (sweep, audit, backfill) ends at its first short or empty page, and after this
     # many pages whatever totalitems claims: 100 million records at 1,000 a page.
-    max_listing_pages: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
+    max_listing_pages: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
+        100_000,
+        description="a sweep, audit or backfill listing ends at its first short or empty page, "
+        "and after this many pages whatever `totalitems` says",
+    )
 
     @model_validator(mode="after")
     def _sweep_inside_lookback(self) -> PollSettings:
@@ -270,40 +341,92 @@ class BrakeSettings(_Section):
     says why. Only a restart releases it; `enabled = false` runs without it.
     """
 
-    enabled: bool = True
-    window_bills: Annotated[int, Field(ge=10, le=1_000_000)] = 1000
-    dead_letter_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.5
-    max_commit_failures: Annotated[int, Field(ge=1, le=1000)] = 5
+    enabled: bool = Field(
+        True,
+        description='stop live `syncflag=1` reads on the conditions below (see "Bad data from '
+        'the vendor")',
+    )
+    window_bills: Annotated[int, Field(ge=10, le=1_000_000)] = Field(
+        1000, description="how many of the last bills the dead-letter share is taken over"
+    )
+    dead_letter_ratio: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.5, description="the brake engages when more than this share of them was dead-lettered"
+    )
+    max_commit_failures: Annotated[int, Field(ge=1, le=1000)] = Field(
+        5, description="or when this many transactions in a row failed unexpectedly"
+    )
 
 
 class KafkaSettings(_Section):
     """Where records go and how the transactional producer behaves."""
 
-    bootstrap_servers: str = "127.0.0.1:19092"
-    topic: str = "cdr.calls"
-    dead_letter_topic: str = "cdr.calls.dlq"
-    state_topic: str = "cdr-connector.state"
-    transactional_id: str | None = None
-    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "zstd"
-    key_fallback_field: Literal["displaynumber", "destnumber", "userid", "id"] = "displaynumber"
-    create_topics: bool = False
-    partitions: Annotated[int, Field(ge=1, le=10_000)] = 6
-    replication_factor: Annotated[int, Field(ge=1, le=32)] = 3
+    bootstrap_servers: str = Field("127.0.0.1:19092", description="the brokers")
+    topic: str = Field("cdr.calls", description="the records' topic")
+    dead_letter_topic: str = Field(
+        "cdr.calls.dlq", description="bills that cannot be published, with the reason"
+    )
+    state_topic: str = Field(
+        "cdr-connector.state", description="the compacted topic of committed ids"
+    )
+    transactional_id: str | None = Field(
+        None,
+        description="fences a second instance of the same source; unset: "
+        "`cdr-connector-<source.name>`",
+    )
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "zstd", description="the producer's compression"
+    )
+    key_fallback_field: Literal["displaynumber", "destnumber", "userid", "id"] = Field(
+        "displaynumber", description="the record key's field when `extnumber` is empty"
+    )
+    create_topics: bool = Field(
+        False, description="create missing topics at start-up, with the three settings below"
+    )
+    partitions: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        6, description="partitions of a created topic"
+    )
+    replication_factor: Annotated[int, Field(ge=1, le=32)] = Field(
+        3, description="replication factor of a created topic"
+    )
     # -1 keeps records forever; otherwise at most ten years.
-    retention_ms: Annotated[int, Field(ge=-1, le=int(3650 * DAY * 1000))] = int(7 * DAY * 1000)
+    retention_ms: Annotated[int, Field(ge=-1, le=int(3650 * DAY * 1000))] = Field(
+        int(7 * DAY * 1000), description="retention of created data topics; -1 keeps forever"
+    )
     # librdkafka's floor is 1 s; brokers refuse more than transaction.max.timeout.ms (15 min
     # by default).
-    transaction_timeout_seconds: Annotated[float, Field(ge=1, le=900)] = 60.0
+    transaction_timeout_seconds: Annotated[float, Field(ge=1, le=900)] = Field(
+        60.0,
+        description="the transaction's timeout, at most the broker's "
+        "`transaction.max.timeout.ms` (15 minutes by default)",
+    )
     # librdkafka's default queue may hold 1 GiB; a bounded queue makes back-pressure visible.
-    queue_max_messages: Annotated[int, Field(ge=1000, le=10_000_000)] = 100_000
-    queue_max_kbytes: Annotated[int, Field(ge=1024, le=4 * 1024 * 1024)] = 256 * 1024
-    operation_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    queue_max_messages: Annotated[int, Field(ge=1000, le=10_000_000)] = Field(
+        100_000, description="messages the producer's queue holds before production waits"
+    )
+    queue_max_kbytes: Annotated[int, Field(ge=1024, le=4 * 1024 * 1024)] = Field(
+        256 * 1024,
+        description="KiB the producer's queue holds before production waits; keep it well "
+        "under the pod's memory limit",
+    )
+    operation_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = Field(
+        30.0, description="the bound on admin and metadata requests"
+    )
     # A record whose Avro value is larger goes to the dead-letter topic: the broker (1 MiB per
     # batch by default) and librdkafka (message.max.bytes, 1,000,000) would refuse it, and a
     # refused message fails its transaction every time it is produced again.
-    max_value_bytes: Annotated[int, Field(ge=1024, le=100 * 1024 * 1024)] = 900_000
+    max_value_bytes: Annotated[int, Field(ge=1024, le=100 * 1024 * 1024)] = Field(
+        900_000,
+        description="larger records are dead-lettered (Kafka would refuse them); raise it only "
+        "with the topic's `max.message.bytes` and librdkafka's `message.max.bytes`",
+    )
     # Passed to librdkafka unchanged: security.protocol, sasl.*, ssl.* and the like.
-    client_config: dict[str, str] = Field(default_factory=dict)
+    client_config: dict[str, str] = Field(
+        default_factory=dict,
+        description="passed to librdkafka: `security.protocol`, `sasl.*`, `ssl.*`, ...; checked "
+        "by librdkafka at start-up (clients built without contacting a broker), so an unknown "
+        "property, a bad value, `SASL_SSL` without `sasl.mechanism` or an unreadable "
+        "certificate stops start-up with exit status 2",
+    )
 
     @field_validator("client_config")
     @classmethod
@@ -320,23 +443,40 @@ class KafkaSettings(_Section):
 class AvroSettings(_Section):
     """Schema Registry framing when a URL is set; Avro single-object encoding otherwise."""
 
-    schema_registry_url: str | None = None
-    schema_registry_config: dict[str, str] = Field(default_factory=dict)
+    schema_registry_url: str | None = Field(
+        None,
+        description="Confluent framing through this Schema Registry when set; Avro "
+        "single-object encoding otherwise",
+    )
+    schema_registry_config: dict[str, str] = Field(
+        default_factory=dict,
+        description="passed to the Schema Registry client: `basic.auth.user.info`, `ssl.*`, ...",
+    )
 
 
 class HttpSettings(_Section):
     """The /metrics, /livez and /readyz listener."""
 
-    host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535)] = 9464
+    host: str = Field(
+        "127.0.0.1",
+        description="address of `/metrics`, `/livez`, `/readyz`: an IP address (`0.0.0.0` or "
+        "`::` for every interface) or a host name",
+    )
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        9464, description="port of `/metrics`, `/livez`, `/readyz`"
+    )
     # Probes and scrapes need a handful. Beyond this many, a new connection closes the oldest
     # one that has not sent its request yet, or is closed at once. Keep it, plus about 300 for
     # connections accepted only to be closed, below the process's file descriptor limit
     # (`ulimit -n`), which Kafka and the vendor API share.
-    max_connections: Annotated[int, Field(ge=1, le=65_536)] = 100
+    max_connections: Annotated[int, Field(ge=1, le=65_536)] = Field(
+        100, description='the listener\'s bound on open connections (see "Endpoints")'
+    )
     # A connection is closed when its request headers are not complete this long after it
     # opened (or, kept alive, after its previous answer).
-    header_timeout_seconds: PositiveSeconds = 5.0
+    header_timeout_seconds: PositiveSeconds = Field(
+        5.0, description="a connection whose request headers take longer is closed"
+    )
 
     @field_validator("host")
     @classmethod
@@ -359,8 +499,12 @@ class HttpSettings(_Section):
 
 
 class LogSettings(_Section):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    format: Literal["auto", "json", "text"] = "auto"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="the lowest level logged"
+    )
+    format: Literal["auto", "json", "text"] = Field(
+        "auto", description="log lines as JSON or text; auto: text on a terminal, JSON otherwise"
+    )
 
 
 class Settings(BaseSettings):
@@ -380,7 +524,9 @@ class Settings(BaseSettings):
     avro: AvroSettings = AvroSettings()
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
-    shutdown_timeout_seconds: Annotated[float, Field(gt=0, le=HOUR)] = 30.0
+    shutdown_timeout_seconds: Annotated[float, Field(gt=0, le=HOUR)] = Field(
+        30.0, description="bound on a graceful stop"
+    )
 
     @classmethod
     def settings_customise_sources(
