@@ -6,7 +6,13 @@ Two wire formats, chosen by the settings (see `encoder_for`):
   fingerprint of its Parsing Canonical Form (little-endian, as the Avro spec and the Java
   library write it), then the record's binary body.
 - Confluent Schema Registry framing: byte `00`, the 4-byte big-endian schema id the registry
-  gave the schema under subject `<topic>-value` (TopicNameStrategy), then the body.
+  gave the schema under subject `<topic>-value` (TopicNameStrategy), then the body. The id
+  comes from confluent-kafka's registry client at start-up, as its `AvroSerializer` would get
+  it: registered (`auto.register.schemas`, the default), looked up by the schema itself, or the
+  subject's latest version (`use.latest.version`), where producers may only read subjects.
+  Records are still written by `_write`, not by that serializer, whose per-record work
+  (subject name, rule hooks, its own schema resolution) the hot path measured in bench/
+  would pay for every record.
 
 Either way every message also gets a `cdr.schema` header: `fp:<16 hex digits>` (the fingerprint
 bytes in wire order) or `id:<n>`. `schemas/README.md` says how consumers use them.
@@ -16,19 +22,19 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import fastavro
 import fastavro.read
 import fastavro.schema
 import fastavro.validation
 import fastavro.write
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry import RegisteredSchema, Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from cdr_connector.config import AvroSettings, Settings
@@ -43,6 +49,7 @@ _CONFLUENT_HEADER_SIZE: Final = 5  # magic + 4-byte schema id
 _STAGE: Final = "encode"
 # fastavro's own messages end in "on field <name>"; used when validation cannot say more.
 _FASTAVRO_FIELD = re.compile(r"on field (\w+)")
+T = TypeVar("T")
 
 
 class SchemaRegistryUnavailableError(RetryableError):
@@ -51,6 +58,11 @@ class SchemaRegistryUnavailableError(RetryableError):
 
 class SchemaRegistrationError(PermanentError):
     """The schema registry refused the schema or the credentials; a person must act."""
+
+
+class SchemaNotRegisteredError(SchemaRegistrationError):
+    """Lookup-only: the subject lacks this connector's schema; someone allowed to write the
+    subject must register it first."""
 
 
 class AvroDecodeError(PermanentError):
@@ -148,31 +160,74 @@ class ConfluentEncoder:
         self.schema_tag = f"id:{schema_id}"
 
     @classmethod
-    def create(cls, url: str, config: Mapping[str, str], topic: str) -> ConfluentEncoder:
-        """Registers the schema under `<topic>-value` and returns an encoder for its id.
+    def create(
+        cls,
+        url: str,
+        config: Mapping[str, str],
+        topic: str,
+        *,
+        auto_register: bool = True,
+        use_latest_version: bool = False,
+    ) -> ConfluentEncoder:
+        """An encoder for the id of this schema under `<topic>-value`: registered
+        (`auto_register`), else the subject's latest version (`use_latest_version`), else
+        looked up by the schema itself.
 
         Blocks on network I/O; call it from a thread. A `mock://` URL gives an in-memory
         registry (for tests). Raises `SchemaRegistrationError` when the settings are invalid or
-        the registry refuses, `SchemaRegistryUnavailableError` when it cannot be reached.
+        the registry refuses (`SchemaNotRegisteredError` when a lookup finds nothing),
+        `SchemaRegistryUnavailableError` when it cannot be reached.
         """
-        return cls.register(_new_registry_client(url, config), topic)
+        registry = _new_registry_client(url, config)
+        if auto_register:
+            return cls.register(registry, topic)
+        if use_latest_version:
+            return cls.latest(registry, topic)
+        return cls.look_up(registry, topic)
 
     @classmethod
     def register(cls, registry: SchemaRegistryClient, topic: str) -> ConfluentEncoder:
-        """Like `create`, with a client the caller made."""
+        """Registers the schema (an existing identical version keeps its id); needs write
+        access to the subject."""
         schema = load_schema()
         subject = subject_for(topic)
-        try:
-            schema_id = registry.register_schema(subject, Schema(schema.text, "AVRO"))
-        except SchemaRegistryError as exc:
-            raise _registry_error(exc, subject) from exc
-        except Exception as exc:
-            # Transport faults arrive as the HTTP library's own exceptions, whose module has
-            # changed between client releases; anything that is not an answer is "unreachable".
-            raise SchemaRegistryUnavailableError(
-                f"schema registry cannot be reached to register subject {subject!r}: {exc}"
-            ) from exc
+        schema_id = _ask_registry(
+            registry, subject, "register", lambda: registry.register_schema(subject, _ours())
+        )
         return cls(schema_id, registry, schema)
+
+    @classmethod
+    def look_up(cls, registry: SchemaRegistryClient, topic: str) -> ConfluentEncoder:
+        """The id of the subject's version that is this schema; needs read access only."""
+        subject = subject_for(topic)
+        registered = _ask_registry(
+            registry, subject, "look up", lambda: registry.lookup_schema(subject, _ours())
+        )
+        return cls(_schema_id(registered, subject), registry)
+
+    @classmethod
+    def latest(cls, registry: SchemaRegistryClient, topic: str) -> ConfluentEncoder:
+        """The id of the subject's latest version, which must be this schema (the same Parsing
+        Canonical Form: values are written with this schema, whatever the id says); needs read
+        access only."""
+        schema = load_schema()
+        subject = subject_for(topic)
+        registered = _ask_registry(
+            registry,
+            subject,
+            "read the latest version of",
+            lambda: registry.get_latest_version(subject),
+        )
+        found = _canonical_form(registered.schema.schema_str or "")
+        if found != schema.canonical_form:
+            raise SchemaRegistrationError(
+                f"the latest version ({registered.version}, schema id {registered.schema_id}) "
+                f"of subject {subject!r} is not this connector's schema "
+                f"({schema.parsed['name']}, fingerprint {schema.fingerprint_hex}): register "
+                f"{SCHEMA_PATH.name} (`cdr-connector schema`) as its latest version, or set "
+                "avro.use_latest_version = false to look the schema up among every version"
+            )
+        return cls(_schema_id(registered, subject), registry, schema)
 
     def encode(self, record: dict[str, Any]) -> bytes:
         return _write(self.header, self._schema, record)
@@ -190,10 +245,14 @@ def build_encoder(settings: Settings) -> RecordEncoder:
 
 def encoder_for(settings: AvroSettings, topic: str) -> RecordEncoder:
     """The encoder the settings ask for: Confluent framing when a registry URL is set (this
-    registers the schema, blocking), single-object encoding otherwise."""
+    registers or looks up the schema, blocking), single-object encoding otherwise."""
     if settings.schema_registry_url:
         return ConfluentEncoder.create(
-            settings.schema_registry_url, settings.schema_registry_config, topic
+            settings.schema_registry_url,
+            settings.schema_registry_config,
+            topic,
+            auto_register=settings.auto_register_schemas,
+            use_latest_version=settings.use_latest_version,
         )
     return SingleObjectEncoder()
 
@@ -389,21 +448,100 @@ def _without_logical_types(schema: Any) -> Any:
     return schema
 
 
-def _registry_error(exc: SchemaRegistryError, subject: str) -> PermanentError | RetryableError:
+# --- the registry's answers -------------------------------------------------------------------
+
+
+def _ours() -> Schema:
+    return Schema(load_schema().text, "AVRO")
+
+
+def _schema_id(registered: RegisteredSchema, subject: str) -> int:
+    if registered.schema_id is None:
+        raise SchemaRegistrationError(
+            f"the schema registry answered for subject {subject!r} without a schema id; "
+            "avro.schema_registry_url must name a Confluent-compatible API"
+        )
+    return registered.schema_id
+
+
+def _canonical_form(text: str) -> str:
+    try:
+        return str(fastavro.schema.to_parsing_canonical_form(json.loads(text)))
+    except (ValueError, fastavro.schema.SchemaParseException) as exc:
+        raise SchemaRegistrationError(
+            f"the registry's schema is not a valid Avro schema: {exc}"
+        ) from exc
+
+
+def _ask_registry(
+    registry: SchemaRegistryClient, subject: str, action: str, request: Callable[[], T]
+) -> T:
+    """`request`'s answer, or its failure as our own error (see `_registry_error`)."""
+    try:
+        return request()
+    except SchemaRegistryError as exc:
+        raise _registry_error(exc, subject, action, registry) from exc
+    except Exception as exc:
+        # Transport faults arrive as the HTTP library's own exceptions, whose module has
+        # changed between client releases; anything that is not an answer is "unreachable".
+        raise SchemaRegistryUnavailableError(
+            f"schema registry cannot be reached to {action} subject {subject!r}: {exc}"
+        ) from exc
+
+
+def _registry_error(
+    exc: SchemaRegistryError, subject: str, action: str, registry: SchemaRegistryClient
+) -> PermanentError | RetryableError:
     status = exc.http_status_code
     if status is None or status >= 500 or status in (408, 429):
         return SchemaRegistryUnavailableError(
-            f"schema registry failed to register subject {subject!r}: {exc}"
+            f"schema registry failed to {action} subject {subject!r}: {exc}"
         )
+    if status == 404 and _is_not_found(exc):
+        schema = load_schema()
+        return SchemaNotRegisteredError(
+            f"cannot {action} subject {subject!r}: it has no version with this connector's "
+            f"schema ({schema.parsed['name']}, fingerprint {schema.fingerprint_hex}) and "
+            "avro.auto_register_schemas is false; have it registered "
+            f"(`cdr-connector schema` prints {SCHEMA_PATH.name}) by someone allowed to write "
+            f"the subject, or let the connector register it ({exc})"
+        )
+    return SchemaRegistrationError(
+        f"cannot {action} subject {subject!r}: {_refusal_hint(status, subject, registry)} ({exc})"
+    )
+
+
+def _is_not_found(exc: SchemaRegistryError) -> bool:
+    """A registry's "no such subject, version or schema" (404xx), rather than a 404 from a
+    server that is no registry at that path."""
+    return 40400 <= exc.error_code <= 40499
+
+
+def _refusal_hint(status: int, subject: str, registry: SchemaRegistryClient) -> str:
     if status == 409:
-        hint = (
-            "the schema is incompatible with the subject's latest version under its "
-            "compatibility level; see schemas/README.md for the evolution rules"
+        return (
+            "the schema is incompatible with the subject's latest version under "
+            f"{_compatibility_rule(registry, subject)}; see schemas/README.md for the "
+            "evolution rules"
         )
-    elif status in (401, 403):
-        hint = "the registry refused the credentials; check avro.schema_registry_config"
-    elif status == 422:
-        hint = "the registry considers the schema invalid"
-    else:
-        hint = "the registry refused the request"
-    return SchemaRegistrationError(f"cannot register subject {subject!r}: {hint} ({exc})")
+    if status in (401, 403):
+        return "the registry refused the credentials; check avro.schema_registry_config"
+    if status == 404:
+        return (
+            "the registry has no Confluent API at that address; avro.schema_registry_url must "
+            "name it (for Apicurio Registry: <base URL>/apis/ccompat/v7)"
+        )
+    if status == 422:
+        return "the registry considers the schema invalid"
+    return "the registry refused the request"
+
+
+def _compatibility_rule(registry: SchemaRegistryClient, subject: str) -> str:
+    """The subject's compatibility rule (or the registry's), named for the message of a
+    refusal; unnamed when the registry will not say."""
+    for name in (subject, None):
+        try:
+            return f"its {registry.get_compatibility(name)} compatibility rule"
+        except Exception:  # a message is being built: any failure just leaves the level out
+            continue
+    return "its compatibility rule"

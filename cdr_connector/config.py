@@ -452,6 +452,26 @@ class AvroSettings(_Section):
         default_factory=dict,
         description="passed to the Schema Registry client: `basic.auth.user.info`, `ssl.*`, ...",
     )
+    # Named as confluent-kafka's serializer names them.
+    auto_register_schemas: bool = Field(
+        True,
+        description="register the schema under `<topic>-value` at start-up; `false` only looks "
+        'it up, where producers may read subjects but not write them (see "Schema Registry")',
+    )
+    use_latest_version: bool = Field(
+        False,
+        description="with `auto_register_schemas = false`: take the subject's latest version, "
+        "which must be this schema, instead of looking the schema up among every version",
+    )
+
+    @model_validator(mode="after")
+    def _lookup_needs_registration_off(self) -> AvroSettings:
+        if self.use_latest_version and self.auto_register_schemas:
+            raise ValueError(
+                "use_latest_version needs auto_register_schemas = false: the connector either "
+                "registers its schema or uses the subject's latest version, not both"
+            )
+        return self
 
 
 class HttpSettings(_Section):
