@@ -54,6 +54,7 @@ class CdrValueDeserializer:
         self._header = SINGLE_OBJECT_MAGIC + bytes.fromhex(
             fastavro.schema.fingerprint(canonical, "CRC-64-AVRO")
         )
+        self._registry_url = registry_url
         self._confluent = (
             AvroDeserializer(SchemaRegistryClient({"url": registry_url}), schema_text)
             if registry_url
@@ -77,8 +78,14 @@ class CdrValueDeserializer:
                     f"a value of {ctx.topic} is Confluent-framed: pass --registry-url, "
                     "the registry the connector writes to"
                 )
-            decoded: dict[str, Any] = self._confluent(value, ctx)
-            return decoded
+            try:
+                return cast(dict[str, Any], self._confluent(value, ctx))
+            except Exception as exc:  # the registry's answer, or why there was none
+                schema_id = int.from_bytes(value[1:5], "big")
+                raise SerializationError(
+                    f"schema id {schema_id} of a value of {ctx.topic}, from the registry "
+                    f"{self._registry_url}: {exc}"
+                ) from exc
         raise SerializationError(
             f"a value of {ctx.topic} starts with {value[:1].hex()}: neither Avro single-object "
             "encoding (c301) nor Confluent framing (00); is this the connector's records topic?"

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from tests.integration.harness import (
     simulator_records,
     wait_for_records,
 )
-from tests.kafka_helpers import create_topics, unique_name
+from tests.kafka_helpers import consume_all, create_topics, unique_name
 
 PYTHON_EXAMPLE = REPO_ROOT / "examples" / "python" / "cdr_totals.py"
 BACKLOG = 1500
@@ -115,47 +116,88 @@ def python_command(bootstrap: str, topic: str) -> list[str]:
     return [sys.executable, str(PYTHON_EXAMPLE), "--bootstrap-servers", bootstrap, "--topic", topic]
 
 
-async def test_both_examples_total_single_object_records_as_the_simulator_does(
-    kafka_bootstrap: str, streams_app: list[str], topics: Topics, tmp_path: Path
+@dataclass(frozen=True)
+class Framing:
+    magic: bytes
+    """What every value on the topic starts with."""
+    connector_settings: dict[str, str]
+    example_options: list[str]
+
+
+@pytest.fixture(params=["single-object", "confluent"])
+def framing(request: pytest.FixtureRequest) -> Framing:
+    """How the connector writes values, and what the examples are told to read them; the
+    registry is started for the Confluent framing only."""
+    if request.param == "single-object":
+        return Framing(b"\xc3\x01", {}, [])
+    registry: str = request.getfixturevalue("schema_registry_url")
+    return Framing(
+        b"\x00", {"CDR_AVRO__SCHEMA_REGISTRY_URL": registry}, ["--registry-url", registry]
+    )
+
+
+async def test_both_examples_total_the_records_as_the_simulator_does(
+    kafka_bootstrap: str, streams_app: list[str], topics: Topics, framing: Framing, tmp_path: Path
 ) -> None:
-    expected = await publish_simulator_backlog(kafka_bootstrap, topics, tmp_path / "c.log")
+    expected = await publish_simulator_backlog(
+        kafka_bootstrap, topics, tmp_path / "connector.log", **framing.connector_settings
+    )
     extensions = {row["extension"] for row in expected["totals"]}
     hours = {row["hour"] for row in expected["totals"]}
     assert len(extensions) > 1 and len(hours) > 1, "the data must tell keys apart"
+    messages = await asyncio.to_thread(consume_all, kafka_bootstrap, topics.data)
+    assert all(m.value().startswith(framing.magic) for m in messages)
 
-    streams_report = await report_of(streams_command(streams_app, kafka_bootstrap, topics.data))
-    assert streams_report == expected
-    python_report = await report_of(python_command(kafka_bootstrap, topics.data))
-    assert python_report == expected
+    streams = streams_command(streams_app, kafka_bootstrap, topics.data)
+    assert await report_of([*streams, *framing.example_options]) == expected
+    python = python_command(kafka_bootstrap, topics.data)
+    assert await report_of([*python, *framing.example_options]) == expected
 
 
 CONFLUENT_FRAMED = b"\x00\x00\x00\x00\x07\x02"  # schema id 7, then a body
+UNREGISTERED = b"\x00\x7f\xff\xff\xff\x02"  # schema id 2**31 - 1, which no registry has given
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    value: bytes
+    with_registry: bool
+    reason: str
+    """What the last line on stderr must say."""
 
 
 @pytest.mark.parametrize(
-    ("value", "reason"),
+    "case",
     [
-        (b'{"id": 1}', "neither Avro single-object encoding"),
-        (CONFLUENT_FRAMED, "pass --registry-url"),
+        Unreadable(b'{"id": 1}', False, "neither Avro single-object encoding"),
+        Unreadable(CONFLUENT_FRAMED, False, "pass --registry-url"),
+        Unreadable(UNREGISTERED, True, "2147483647"),
     ],
-    ids=["json", "confluent-without-registry"],
+    ids=["json", "confluent-without-registry", "unknown-schema-id"],
 )
 async def test_both_examples_say_why_a_value_cannot_be_read(
-    kafka_bootstrap: str, admin: AdminClient, streams_app: list[str], value: bytes, reason: str
+    request: pytest.FixtureRequest,
+    kafka_bootstrap: str,
+    admin: AdminClient,
+    streams_app: list[str],
+    case: Unreadable,
 ) -> None:
     topic = unique_name("foreign")
     create_topics(admin, [topic])
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
-    producer.produce(topic, value, key=b"8001")
+    producer.produce(topic, case.value, key=b"8001")
     assert producer.flush(30) == 0
+    options = []
+    if case.with_registry:
+        options = ["--registry-url", request.getfixturevalue("schema_registry_url")]
 
     for command in (
         streams_command(streams_app, kafka_bootstrap, topic),
         python_command(kafka_bootstrap, topic),
     ):
-        result = await run_example(command)
+        result = await run_example([*command, *options])
         assert result.returncode == 1, (command[-1], result.stdout, result.stderr)
-        assert reason in result.stderr, result.stderr
+        assert case.reason in result.stderr.splitlines()[-1], result.stderr
         assert result.stdout == ""
 
 
