@@ -265,28 +265,23 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int
 def connector_env(
     bootstrap: str, api_url: str, source: str, http_port: int, **extra: str
 ) -> dict[str, str]:
-    """Settings of a connector process, all as CDR_ environment variables; topics per run."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CDR_")}
-    env.update(
-        {
-            "CDR_SOURCE__NAME": source,
-            "CDR_SOURCE__API_URL": api_url,
-            "CDR_SOURCE__APPID": APPID,
-            "CDR_SOURCE__ACCESSKEY": ACCESSKEY,
-            "CDR_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-            "CDR_KAFKA__TOPIC": f"{source}.calls",
-            "CDR_KAFKA__DEAD_LETTER_TOPIC": f"{source}.calls.dlq",
-            "CDR_KAFKA__STATE_TOPIC": f"{source}.state",
-            "CDR_KAFKA__CREATE_TOPICS": "true",
-            "CDR_KAFKA__REPLICATION_FACTOR": "1",
-            "CDR_HTTP__HOST": "127.0.0.1",
-            "CDR_HTTP__PORT": str(http_port),
-            "CDR_LOG__FORMAT": "json",
-            "CDR_LOG__LEVEL": "WARNING",
-        }
+    """The shared settings of a connector against the simulator (connecting.py), on topics
+    named after `source` (one per run), logging warnings only (a benchmark reads /metrics,
+    not the log). Imported here, not at the top: processes started from a revision under
+    test import this module with that revision's `cdr_connector`."""
+    from cdr_connector.simulator.connecting import Topics
+    from cdr_connector.simulator.connecting import connector_env as shared
+
+    return shared(
+        bootstrap,
+        api_url,
+        Topics.named(source),
+        source=source,
+        http_port=http_port,
+        appid=APPID,
+        accesskey=ACCESSKEY,
+        **({"CDR_LOG__LEVEL": "WARNING"} | extra),
     )
-    env.update(extra)
-    return env
 
 
 class Connector:

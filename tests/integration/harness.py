@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -13,7 +12,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,8 @@ import aiohttp
 import fastavro
 from confluent_kafka import Message
 
-from cdr_connector.simulator import SimulatorConfig
+from cdr_connector.simulator import SimulatorConfig, connecting
+from cdr_connector.simulator.connecting import Topics
 from tests.kafka_helpers import consume_all
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -54,45 +53,35 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@dataclass(frozen=True)
-class Topics:
-    data: str
-    dead_letter: str
-    state: str
+# What this suite adds to every connector: short poll, retry and sweep intervals and short
+# timeouts, so that a run takes seconds; three partitions, so that keys spread over several.
+TEST_SETTINGS = {
+    "CDR_SOURCE__REQUEST_TIMEOUT_SECONDS": "5",
+    "CDR_KAFKA__PARTITIONS": "3",
+    "CDR_KAFKA__OPERATION_TIMEOUT_SECONDS": "15",
+    "CDR_POLL__INTERVAL_SECONDS": "0.5",
+    "CDR_POLL__RETRY_INITIAL_SECONDS": "0.05",
+    "CDR_POLL__RETRY_MAX_SECONDS": "0.5",
+    "CDR_POLL__SWEEP_INTERVAL_SECONDS": "3",
+    "CDR_SHUTDOWN_TIMEOUT_SECONDS": "20",
+}
 
 
 def connector_env(
     bootstrap: str, api_url: str, topics: Topics, *, source: str, http_port: int, **extra: str
 ) -> dict[str, str]:
-    """Settings for a connector process, all through CDR_ environment variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CDR_")}
-    env.update(
-        {
-            "CDR_SOURCE__NAME": source,
-            "CDR_SOURCE__API_URL": api_url,
-            "CDR_SOURCE__APPID": APPID,
-            "CDR_SOURCE__ACCESSKEY": ACCESSKEY,
-            "CDR_SOURCE__REQUEST_TIMEOUT_SECONDS": "5",
-            "CDR_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-            "CDR_KAFKA__TOPIC": topics.data,
-            "CDR_KAFKA__DEAD_LETTER_TOPIC": topics.dead_letter,
-            "CDR_KAFKA__STATE_TOPIC": topics.state,
-            "CDR_KAFKA__CREATE_TOPICS": "true",
-            "CDR_KAFKA__REPLICATION_FACTOR": "1",
-            "CDR_KAFKA__PARTITIONS": "3",
-            "CDR_KAFKA__OPERATION_TIMEOUT_SECONDS": "15",
-            "CDR_POLL__INTERVAL_SECONDS": "0.5",
-            "CDR_POLL__RETRY_INITIAL_SECONDS": "0.05",
-            "CDR_POLL__RETRY_MAX_SECONDS": "0.5",
-            "CDR_POLL__SWEEP_INTERVAL_SECONDS": "3",
-            "CDR_HTTP__HOST": "127.0.0.1",
-            "CDR_HTTP__PORT": str(http_port),
-            "CDR_LOG__FORMAT": "json",
-            "CDR_SHUTDOWN_TIMEOUT_SECONDS": "20",
-        }
+    """The shared settings of a connector against the simulator (connecting.py) with this
+    suite's credentials and TEST_SETTINGS; `extra` (CDR_ names) overrides any of them."""
+    return connecting.connector_env(
+        bootstrap,
+        api_url,
+        topics,
+        source=source,
+        http_port=http_port,
+        appid=APPID,
+        accesskey=ACCESSKEY,
+        **(TEST_SETTINGS | extra),
     )
-    env.update(extra)
-    return env
 
 
 class ConnectorProcess:
