@@ -156,6 +156,7 @@ async def test_both_examples_total_the_records_as_the_simulator_does(
 
 CONFLUENT_FRAMED = b"\x00\x00\x00\x00\x07\x02"  # schema id 7, then a body
 UNREGISTERED = b"\x00\x7f\xff\xff\xff\x02"  # schema id 2**31 - 1, which no registry has given
+OTHER_SCHEMA = b"\xc3\x01" + bytes(8) + b"\x02"  # single-object, another schema's fingerprint
 
 
 @dataclass(frozen=True)
@@ -172,8 +173,9 @@ class Unreadable:
         Unreadable(b'{"id": 1}', False, "neither Avro single-object encoding"),
         Unreadable(CONFLUENT_FRAMED, False, "pass --registry-url"),
         Unreadable(UNREGISTERED, True, "2147483647"),
+        Unreadable(OTHER_SCHEMA, False, "fingerprint"),
     ],
-    ids=["json", "confluent-without-registry", "unknown-schema-id"],
+    ids=["json", "confluent-without-registry", "unknown-schema-id", "other-fingerprint"],
 )
 async def test_both_examples_say_why_a_value_cannot_be_read(
     request: pytest.FixtureRequest,
