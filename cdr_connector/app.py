@@ -42,9 +42,10 @@ from cdr_connector.config import Settings
 from cdr_connector.errors import CdrConnectorError, RetryableError
 from cdr_connector.http import create_ops_app, start_ops_server
 from cdr_connector.kafka_sink import TransactionalSink, ensure_topics
-from cdr_connector.pipeline import Backfill, Pipeline
+from cdr_connector.pipeline import Pipeline
 from cdr_connector.poller import Poller
 from cdr_connector.redaction import Redactor
+from cdr_connector.scheduler import Backfill
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -131,7 +132,9 @@ class Connector:
         stop_requested = asyncio.create_task(pipeline.wait_stop_requested())
         await asyncio.wait({task, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
         if not task.done():
-            await asyncio.wait({task}, timeout=self.settings.shutdown_timeout_seconds)
+            bound = asyncio.ensure_future(self.clock.sleep(self.settings.shutdown_timeout_seconds))
+            await asyncio.wait({task, bound}, return_when=asyncio.FIRST_COMPLETED)
+            bound.cancel()
             if not task.done():
                 task.cancel()  # not awaited: it may be stuck behind the blocked producer thread
                 log.error(
