@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from scripts.mutate import report, runner, selection
+from scripts.mutate import equivalents, report, runner, selection
 from scripts.mutate.operators import Mutant, mutants_of
 from scripts.mutate.sampling import round_robin, sample
 
@@ -52,6 +52,7 @@ class Plan:
     tests: dict[str, list[str]]
     chosen: dict[str, list[Mutant]]
     candidates: dict[str, int]
+    equivalent: dict[str, list[tuple[Mutant, equivalents.Equivalent]]]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,6 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             originals = _run_originals(pool, plan, args.workers, args.timeout_factor)
             results = _run_mutants(pool, plan, originals, args.workers, deadline)
     notes = originals.notes + _budget_note(results, originals.timeouts)
+    notes += [
+        f"{e.path}: the equivalent `{e.before}` -> `{e.after}` in `{e.function}` is listed "
+        "in scripts/mutate/equivalents.py but no longer found"
+        for e in equivalents.stale(plan.sources, plan.equivalent)
+    ]
     rows = report.tally(originals.tests, results)
     _write_report(
         args, plan=plan, rows=rows, results=results, notes=notes, seconds=deadline.elapsed()
@@ -116,17 +122,18 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def make_plan(root: Path, only: Sequence[str], cap: int, seed: str) -> Plan:
     """The modules under `root` (those whose path contains one of `only`, if given), their
-    unit tests and a sample of their mutants."""
+    unit tests and a sample of their mutants, the known equivalent ones left out."""
     modules = selection.core_modules(root)
     tests = selection.tests_by_module(root, modules)
     chosen_modules = [m for m in modules if not only or any(part in m for part in only)]
     sources = {m: (root / m).read_text() for m in chosen_modules}
-    every = {m: mutants_of(sources[m], m) for m in chosen_modules}
+    every = {m: equivalents.split(mutants_of(sources[m], m), sources[m]) for m in chosen_modules}
     return Plan(
         sources=sources,
         tests={m: tests[m] for m in chosen_modules},
-        chosen={m: sample(every[m], cap, f"{seed}:{m}") for m in chosen_modules},
-        candidates={m: len(every[m]) for m in chosen_modules},
+        chosen={m: sample(every[m].kept, cap, f"{seed}:{m}") for m in chosen_modules},
+        candidates={m: len(every[m].kept) for m in chosen_modules},
+        equivalent={m: every[m].excluded for m in chosen_modules},
     )
 
 
@@ -228,12 +235,25 @@ def _write_report(
         f"{sum(plan.candidates.values())} candidates in all), property tests with "
         f"{args.property_examples} examples, {args.workers} workers, {seconds / 60:.1f} min "
         f"(budget {args.budget_minutes:g}). Score: (killed + timed out) / (killed + survived "
-        f"+ timed out).\n"
+        f"+ timed out). Known equivalent mutants are left out before sampling "
+        f"({sum(len(pairs) for pairs in plan.equivalent.values())} here, listed at the end).\n"
     )
     body = [header, report.table(rows), ""]
     body += [f"- {line}" for line in notes]
     body += ["", "## Survivors", "", report.survivors(results, plan.sources)]
+    body += ["", "## Equivalent mutants, left out", "", _equivalents(plan)]
     (args.out / "report.md").write_text("\n".join(body))
+
+
+def _equivalents(plan: Plan) -> str:
+    """Every mutant left out as equivalent, with the reason (scripts/mutate/equivalents.py)."""
+    lines = [
+        f"- {mutant.path} line {mutant.line}, `{entry.function}`: `{entry.before}` -> "
+        f"`{entry.after}`: {entry.reason}"
+        for pairs in plan.equivalent.values()
+        for mutant, entry in pairs
+    ]
+    return "\n".join(lines) + "\n" if lines else "None.\n"
 
 
 def _revision() -> str:

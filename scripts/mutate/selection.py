@@ -6,10 +6,15 @@ without a change here.
 
 The tests of a module: the unit test files that import it directly, by its own name or by a
 name its package re-exports (`from cdr_connector.api import VendorApiClient` imports
-`cdr_connector/api/client.py`). A file that only reaches a module through another module is
-not picked: its tests were written for something else, and running them would make every
-mutant cost several times as much. The module's own test file runs first, so that most
-mutants are killed by the first failing test (pytest runs with `-x`).
+`cdr_connector/api/client.py`), and the files named after it (`test_scheduler.py`,
+`test_scheduler_timing.py`, `test_api_tokens.py` for `api/tokens.py`), or after the module
+it was carved out of (`CARVED_OUT`: `test_pipeline.py` for the scheduler), that reach it at
+all, through the package's own imports or through the test doubles (`tests/fakes.py`): a
+module composed behind another one is tested through it. Any other
+file that only reaches a module through another module is not picked: its tests were written
+for something else, and running them would make every mutant cost several times as much. The
+module's own test file runs first, so that most mutants are killed by the first failing test
+(pytest runs with `-x`).
 """
 
 from __future__ import annotations
@@ -20,7 +25,18 @@ from pathlib import Path
 
 PACKAGE = "cdr_connector"
 EXCLUDED_PACKAGES = ("simulator",)
-UNIT_TESTS = Path("tests") / "unit"
+# Modules carved out of another one: the tests named after that one were written against the
+# whole (the scheduler's timing in test_pipeline.py, the token's life in test_api_client.py)
+# and judge each part too.
+CARVED_OUT = {
+    **{
+        f"{PACKAGE}/{part}.py": f"{PACKAGE}/pipeline.py"
+        for part in ("scheduler", "committer", "source", "dead_letters", "recorder", "status")
+    },
+    **{f"{PACKAGE}/api/{part}.py": f"{PACKAGE}/api/client.py" for part in ("tokens", "transport")},
+}
+TESTS_PACKAGE = "tests"
+UNIT_TESTS = Path(TESTS_PACKAGE) / "unit"
 
 
 def core_modules(root: Path) -> list[str]:
@@ -44,14 +60,65 @@ def module_name(path: str) -> str:
 
 
 def tests_by_module(root: Path, modules: Iterable[str]) -> dict[str, list[str]]:
-    """For each module path, the unit test files (relative to `root`) that import it."""
+    """For each module path, the unit test files (relative to `root`) that judge it."""
     names = {module_name(path): path for path in modules}
     reexports = {name: _reexports(root / path) for name, path in names.items()}
+    graph = {
+        name: imported_modules(ast.parse((root / path).read_text()), names, reexports)
+        for name, path in names.items()
+    }
     chosen: dict[str, list[str]] = {path: [] for path in names.values()}
     for test in sorted((root / UNIT_TESTS).glob("test_*.py")):
-        for name in imported_modules(ast.parse(test.read_text()), names, reexports):
+        tree = ast.parse(test.read_text())
+        direct = imported_modules(tree, names, reexports)
+        reached = _closure(direct | _through_helpers(root, tree, names, reexports), graph)
+        named = {name for name in reached if _named_after(test.stem, _owner(names[name]))}
+        for name in sorted(direct | named):
             chosen[names[name]].append(test.relative_to(root).as_posix())
     return {path: _own_test_first(path, tests) for path, tests in chosen.items()}
+
+
+def _through_helpers(
+    root: Path, tree: ast.Module, known: Iterable[str], reexports: dict[str, dict[str, str]]
+) -> set[str]:
+    """The known modules imported by the test helper modules (`tests.fakes`) a file imports."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            helper = root / (node.module.replace(".", "/") + ".py")
+            if node.module.startswith(f"{TESTS_PACKAGE}.") and helper.is_file():
+                found |= imported_modules(ast.parse(helper.read_text()), known, reexports)
+    return found
+
+
+def _closure(start: set[str], graph: dict[str, set[str]]) -> set[str]:
+    """`start` and every known module they import, directly or not."""
+    reached, pending = set(start), list(start)
+    while pending:
+        for name in graph.get(pending.pop(), set()) - reached:
+            reached.add(name)
+            pending.append(name)
+    return reached
+
+
+def _owner(path: str) -> list[str]:
+    """The module itself, and the one it was carved out of, if any."""
+    carved_from = CARVED_OUT.get(path)
+    return [path] if carved_from is None else [path, carved_from]
+
+
+def _named_after(test_stem: str, paths: list[str]) -> bool:
+    return any(_named_after_one(test_stem, path) for path in paths)
+
+
+def _named_after_one(test_stem: str, path: str) -> bool:
+    """`test_scheduler` and `test_scheduler_timing` for `scheduler.py`; `test_api_tokens`
+    for `api/tokens.py`. A package's `__init__.py` has no such name."""
+    parts = path.removesuffix(".py").split("/")[1:]
+    if parts[-1] == "__init__":
+        return False
+    names = {"_".join(parts[index:]) for index in range(len(parts))}
+    return any(test_stem == f"test_{n}" or test_stem.startswith(f"test_{n}_") for n in names)
 
 
 def imported_modules(

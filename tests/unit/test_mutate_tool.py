@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.mutate import selection
+from scripts.mutate import equivalents, selection
 from scripts.mutate.operators import Mutant, apply, mutants_of
 from scripts.mutate.report import Result, changed_lines, table, tally
 from scripts.mutate.runner import Outcome, Run, make_copy
@@ -217,6 +217,63 @@ def test_a_module_is_judged_by_the_unit_test_files_that_import_it(tmp_path: Path
         "cdr_connector/poller.py": ["tests/unit/test_poller.py", "tests/unit/test_a.py"],
     }
     assert module_name("cdr_connector/api/__init__.py") == "cdr_connector.api"
+
+
+def test_a_file_named_after_a_module_judges_it_when_it_reaches_it(tmp_path: Path) -> None:
+    write(tmp_path / "cdr_connector/__init__.py")
+    write(tmp_path / "cdr_connector/pipeline.py", "from cdr_connector.scheduler import S\n")
+    write(tmp_path / "cdr_connector/scheduler.py")
+    write(tmp_path / "cdr_connector/api/__init__.py")
+    write(tmp_path / "cdr_connector/api/tokens.py")
+    write(tmp_path / "tests/fakes.py", "from cdr_connector.pipeline import P\n")
+    write(tmp_path / "tests/unit/test_scheduler_timing.py", "from tests.fakes import P\n")
+    write(tmp_path / "tests/unit/test_scheduler.py", "import json\n")
+    write(tmp_path / "tests/unit/test_schedulers.py", "from tests.fakes import P\n")
+    write(tmp_path / "tests/unit/test_api_tokens.py", "from cdr_connector import api\n")
+    write(tmp_path / "tests/unit/test_tokens.py", "import cdr_connector.api.tokens\n")
+    write(tmp_path / "tests/unit/test_pipeline.py", "from cdr_connector.pipeline import P\n")
+    judged = selection.tests_by_module(tmp_path, core_modules(tmp_path))
+    # test_pipeline.py judges the scheduler too: the scheduler was carved out of the pipeline
+    assert judged["cdr_connector/scheduler.py"] == [
+        "tests/unit/test_pipeline.py",
+        "tests/unit/test_scheduler_timing.py",
+    ]
+    assert judged["cdr_connector/pipeline.py"] == ["tests/unit/test_pipeline.py"]
+    assert judged["cdr_connector/api/tokens.py"] == ["tests/unit/test_tokens.py"]
+
+
+def test_known_equivalent_mutants_are_left_out_by_their_lines() -> None:
+    source = (
+        "def f(items, n):\n    excess = len(items) - n\n    if excess > 0:\n"
+        "        del items[:excess]\n"
+    )
+    listed = [
+        equivalents.Equivalent("m.py", "f", "if excess > 0:", "if excess >= 0:", "same"),
+        equivalents.Equivalent("m.py", "f", "if excess > 0:", "if excess > -1:", "same"),
+        equivalents.Equivalent("m.py", "g", "if excess > 0:", "if excess > 1:", "gone"),
+        equivalents.Equivalent("other.py", "f", "x = 1", "x = 2", "elsewhere"),
+    ]
+    every = mutants_of(source, "m.py")
+    parted = equivalents.split(every, source, listed)
+    assert sorted(apply(source, m).splitlines()[2].strip() for m, _ in parted.excluded) == [
+        "if excess > -1:",
+        "if excess >= 0:",
+    ]
+    assert len(parted.kept) == len(every) - 2
+    assert [e.reason for e in equivalents.stale(["m.py"], {"m.py": parted.excluded}, listed)] == [
+        "gone"
+    ]
+
+
+def test_every_listed_equivalent_names_a_mutant_of_the_tree_today() -> None:
+    root = Path(__file__).parents[2]
+    modules = sorted({entry.path for entry in equivalents.KNOWN})
+    excluded = {}
+    for module in modules:
+        source = (root / module).read_text()
+        excluded[module] = equivalents.split(mutants_of(source, module), source).excluded
+    assert equivalents.stale(modules, excluded) == []
+    assert all(entry.reason for entry in equivalents.KNOWN)
 
 
 def test_the_copy_runs_the_package_as_pure_python_and_links_the_rest(tmp_path: Path) -> None:

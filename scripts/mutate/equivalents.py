@@ -1,0 +1,104 @@
+"""Equivalent mutants: changes no test can see, because the program behaves the same.
+
+A survivor of this kind says nothing about the tests, so it is left out of the sample (and
+of the score) by name: its module, its function, and its line before and after as the
+report shows them (stripped), never by line number, so an edit elsewhere in the module does
+not lose it. Each entry says why no behaviour changes; an entry that matches no mutant any
+more (the line was rewritten) is reported as stale, to be removed or brought up to date.
+
+Only a mutant that cannot change behaviour belongs here. One that changes behaviour no test
+checks yet is a missing test, however unimportant it looks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from scripts.mutate.operators import Mutant
+from scripts.mutate.report import changed_lines
+
+
+@dataclass(frozen=True, slots=True)
+class Equivalent:
+    """A mutant known to be equivalent: where it is, what it changes, and why that is no change."""
+
+    path: str
+    function: str
+    before: str
+    after: str
+    reason: str
+
+    def matches(self, mutant: Mutant, source: str) -> bool:
+        if (mutant.path, mutant.function) != (self.path, self.function):
+            return False
+        return changed_lines(source, mutant) == (self.before, self.after)
+
+
+def _in(path: str, function: str, reason: str, *changes: tuple[str, str]) -> list[Equivalent]:
+    return [Equivalent(f"cdr_connector/{path}", function, a, b, reason) for a, b in changes]
+
+
+_SLICING_NOTHING = "at 0 the slice is empty, so cutting 0 entries or skipping the cut is the same"
+
+KNOWN: tuple[Equivalent, ...] = (
+    *_in(
+        "api/tokens.py",
+        "TokenKeeper._log_in",
+        "generations are only compared for equality, and each login still gets a new one",
+        ("self._generation += 1", "self._generation += 2"),
+    ),
+    *_in(
+        "checkpoint.py",
+        "CommittedIds._enforce_bound",
+        _SLICING_NOTHING,
+        ("if excess > 0:", "if excess >= 0:"),
+        ("if excess > 0:", "if excess > -1:"),
+    ),
+    *_in(
+        "checkpoint.py",
+        "CheckpointState.add_dead_letter_fingerprints",
+        _SLICING_NOTHING,
+        (
+            "if excess > 0:  # this runs for every transaction: no copy of the dict unless needed",
+            "if excess >= 0:  # this runs for every transaction: no copy of the dict unless needed",
+        ),
+        (
+            "if excess > 0:  # this runs for every transaction: no copy of the dict unless needed",
+            "if excess > -1:  # this runs for every transaction: no copy of the dict unless needed",
+        ),
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """A module's mutants parted into those to run and the equivalents left out."""
+
+    kept: list[Mutant]
+    excluded: list[tuple[Mutant, Equivalent]]
+
+
+def split(mutants: Sequence[Mutant], source: str, known: Iterable[Equivalent] = KNOWN) -> Split:
+    """`mutants` of one module (all from `source`), without the known equivalents."""
+    entries = list(known)
+    kept: list[Mutant] = []
+    excluded: list[tuple[Mutant, Equivalent]] = []
+    for mutant in mutants:
+        entry = next((e for e in entries if e.matches(mutant, source)), None)
+        if entry is None:
+            kept.append(mutant)
+        else:
+            excluded.append((mutant, entry))
+    return Split(kept, excluded)
+
+
+def stale(
+    modules: Iterable[str],
+    excluded: Mapping[str, Sequence[tuple[Mutant, Equivalent]]],
+    known: Iterable[Equivalent] = KNOWN,
+) -> list[Equivalent]:
+    """Entries for the measured `modules` that matched no mutant of them."""
+    measured = set(modules)
+    used = {id(entry) for pairs in excluded.values() for _, entry in pairs}
+    return [e for e in known if e.path in measured and id(e) not in used]
