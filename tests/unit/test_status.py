@@ -17,6 +17,12 @@ def test_a_new_status_waits_for_kafka_first() -> None:
     assert PipelineStatus().not_ready_reason() == "Kafka producer not initialised"
 
 
+def test_the_steps_are_waited_for_in_the_order_they_happen() -> None:
+    assert PipelineStatus(kafka_ready=True).not_ready_reason() == "checkpoint state not loaded"
+    status = PipelineStatus(kafka_ready=True, state_loaded=True)
+    assert status.not_ready_reason() == "not logged in to the vendor API"
+
+
 def test_each_step_not_yet_done_is_named() -> None:
     status = ready()
     status.logged_in = False
