@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from typing import Any
 
 import pytest
@@ -65,17 +64,6 @@ class Broken(FakeSink):
             self.times -= 1
             raise RuntimeError("a bug in the sink")
         await super().commit(messages)
-
-
-@pytest.fixture
-def ceiling_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every backoff waits its longest: initial * 2 ** (failures in a row - 1)."""
-
-    class Ceiling(random.Random):
-        def uniform(self, a: float, b: float) -> float:
-            return b
-
-    monkeypatch.setattr(random, "Random", Ceiling)
 
 
 def with_newest_end(newest_end_ms: int) -> bytes:

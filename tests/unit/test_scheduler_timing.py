@@ -5,7 +5,6 @@ where the audit and the backfill draw their windows."""
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -142,17 +141,6 @@ def listed(mode: Any, *ids: int) -> FetchedBatch:
 
 def failed(cause: BaseException, *ids: int, mode: Any = "live") -> RoundFailedError:
     return RoundFailedError(FetchedBatch(mode, [{"id": i} for i in ids], 0), cause)
-
-
-@pytest.fixture
-def ceiling_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every backoff waits its longest: initial * 2 ** (failures in a row - 1)."""
-
-    class Ceiling(random.Random):
-        def uniform(self, a: float, b: float) -> float:
-            return b
-
-    monkeypatch.setattr(random, "Random", Ceiling)
 
 
 # --- the backfill's slices -----------------------------------------------------------------
