@@ -4,16 +4,20 @@ tests and every integration test of the connector.
 
     async with running_simulator(SimulatorConfig(backlog=1000, rate=0)) as sim:
         ...  # POST form data to sim.url, drive faults through sim.admin_url
+
+`SimulatorConfig(accounts=N)` serves N vendor accounts at once (fleet.py).
 """
 
 from cdr_connector.simulator.clock import Clock, ManualClock, SystemClock
 from cdr_connector.simulator.config import FaultConfig, SimulatorConfig
+from cdr_connector.simulator.fleet import Fleet
 from cdr_connector.simulator.running import RunningSimulator, running_simulator
 from cdr_connector.simulator.server import create_app
 
 __all__ = [
     "Clock",
     "FaultConfig",
+    "Fleet",
     "ManualClock",
     "RunningSimulator",
     "SimulatorConfig",

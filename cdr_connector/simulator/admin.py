@@ -12,17 +12,27 @@ for `poison_rate` to draw them:
 
 `GET /admin/records` lists every record with its kind (`poison`) and, when poisoned, the id it
 was made with (`poison_id`); see `RecordStore.listing`.
+
+Every endpoint but `GET /admin/poison` acts on the account `?account=<appid>` names (HTTP 404
+naming the accounts when none has that appid), or on the only one. Without `?account`, a
+simulator of several accounts answers for all of them where that means something: `stats`
+with totals and each account's stats under `accounts`, `faults` with each account's settings
+under `accounts` (a POST changes them all), `pause`, `resume` and `revoke-tokens` for every
+account. The endpoints about one account's records (`records`, `inject`, `generate`, `poison`)
+refuse it with HTTP 400 naming the accounts: ids are per account.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from cdr_connector.simulator.fleet import FLEET
 from cdr_connector.simulator.poison import KIND_NAMES, SHAPES
-from cdr_connector.simulator.state import STATE
+from cdr_connector.simulator.state import SimulatorState
 
 MAX_GENERATE = 100_000  # per call, to keep the event loop responsive (about 0.5 s)
 MAX_RECORDS_PAGE = 10_000
@@ -37,6 +47,54 @@ def _json(payload: Any, status: int = 200) -> web.Response:
 def _bad_request(message: str) -> web.HTTPBadRequest:
     text = orjson.dumps({"error": message}).decode()
     return web.HTTPBadRequest(text=text, content_type="application/json")
+
+
+def _named(request: web.Request) -> SimulatorState | None:
+    """The account `?account=<appid>` names, None without it; HTTP 404 if no account has
+    that appid."""
+    appid = request.query.get("account")
+    if appid is None:
+        return None
+    fleet = request.app[FLEET]
+    account = fleet.accounts.get(appid)
+    if account is None:
+        text = orjson.dumps({"error": f"no account {appid!r}: the accounts are {fleet.describe()}"})
+        raise web.HTTPNotFound(text=text.decode(), content_type="application/json")
+    return account
+
+
+def _selected(request: web.Request) -> SimulatorState | None:
+    """The account named, or the only one; None for every account of several."""
+    named = _named(request)
+    return request.app[FLEET].sole if named is None else named
+
+
+def _every(request: web.Request) -> list[SimulatorState]:
+    selected = _selected(request)
+    return list(request.app[FLEET].accounts.values()) if selected is None else [selected]
+
+
+def _one(request: web.Request) -> SimulatorState:
+    """The account an endpoint about one account's records acts on; HTTP 400 naming the
+    accounts when there are several and the query names none."""
+    selected = _selected(request)
+    if selected is None:
+        accounts = request.app[FLEET].describe()
+        raise _bad_request(f"name the account: ?account=<appid>, one of {accounts}")
+    return selected
+
+
+def _for_each(request: web.Request, answer: Callable[[SimulatorState], Any]) -> web.Response:
+    """`answer` of the selected account, or of each under `accounts` by appid."""
+    selected = _selected(request)
+    if selected is not None:
+        return _json(answer(selected))
+    accounts = request.app[FLEET].accounts
+    return _json({"accounts": {appid: answer(account) for appid, account in accounts.items()}})
+
+
+def _faults(account: SimulatorState) -> dict[str, Any]:
+    return account.faults.config.as_dict()
 
 
 async def _body(request: web.Request) -> Any:
@@ -58,25 +116,30 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
 
 @routes.get("/admin/faults")
 async def get_faults(request: web.Request) -> web.Response:
-    return _json(request.app[STATE].faults.config.as_dict())
+    return _for_each(request, _faults)
 
 
 @routes.post("/admin/faults")
 async def update_faults(request: web.Request) -> web.Response:
-    """Partial update: `{"drop_rate": 0.1, "racing": true}`; unknown keys are refused."""
+    """Partial update: `{"drop_rate": 0.1, "racing": true}`; unknown keys are refused, and
+    then no account's faults change."""
     changes = await _body(request)
     if not isinstance(changes, dict):
         raise _bad_request("the body must be a JSON object of fault settings")
+    accounts = _every(request)
     try:
-        config = request.app[STATE].faults.update(changes)
+        for account in accounts:
+            account.faults.config.updated(changes)
     except (ValueError, TypeError) as exc:
         raise _bad_request(str(exc)) from exc
-    return _json(config.as_dict())
+    for account in accounts:
+        account.faults.update(changes)
+    return _for_each(request, _faults)
 
 
 @routes.post("/admin/revoke-tokens")
 async def revoke_tokens(request: web.Request) -> web.Response:
-    return _json({"revoked": request.app[STATE].tokens.revoke_all()})
+    return _json({"revoked": sum(account.tokens.revoke_all() for account in _every(request))})
 
 
 @routes.post("/admin/inject")
@@ -86,7 +149,7 @@ async def inject(request: web.Request) -> web.Response:
     bills = payload if isinstance(payload, list) else [payload]
     if not bills or not all(isinstance(bill, dict) for bill in bills):
         raise _bad_request("the body must be a bill object or a non-empty list of them")
-    store = request.app[STATE].store
+    store = _one(request).store
     return _json({"ids": [store.inject(bill) for bill in bills]})
 
 
@@ -97,7 +160,7 @@ async def generate(request: web.Request) -> web.Response:
     count = payload.get("count") if isinstance(payload, dict) else None
     if not (type(count) is int and 1 <= count <= MAX_GENERATE):
         raise _bad_request(f"count must be an integer in 1..{MAX_GENERATE}")
-    ids = request.app[STATE].generate(count)
+    ids = _one(request).generate(count)
     return _json({"first_id": ids.start, "last_id": ids.stop - 1, "count": len(ids)})
 
 
@@ -116,7 +179,7 @@ async def poison(request: web.Request) -> web.Response:
     wanted = [_poison_request(item) for item in items]
     if sum(count for _, count in wanted) > MAX_GENERATE:
         raise _bad_request(f"count must add up to at most {MAX_GENERATE}")
-    state = request.app[STATE]
+    state = _one(request)
     ids: list[int] = []
     kinds: list[str] = []
     for shape, count in wanted:
@@ -144,7 +207,8 @@ def _poison_request(item: Any) -> tuple[int, int]:
 
 @routes.get("/admin/stats")
 async def stats(request: web.Request) -> web.Response:
-    return _json(request.app[STATE].stats())
+    named = _named(request)
+    return _json(request.app[FLEET].stats() if named is None else named.stats())
 
 
 @routes.get("/admin/records")
@@ -154,7 +218,7 @@ async def records(request: web.Request) -> web.Response:
     `records` is empty."""
     after_id = _int_param(request, "after_id", 0, 0, 10**18)
     limit = _int_param(request, "limit", 1000, 1, MAX_RECORDS_PAGE)
-    store = request.app[STATE].store
+    store = _one(request).store
     bills = store.listing(after_id, limit)
     next_after_id = after_id + len(bills)
     return _json({"records": bills, "next_after_id": next_after_id, "visible": len(store)})
@@ -162,11 +226,13 @@ async def records(request: web.Request) -> web.Response:
 
 @routes.post("/admin/pause")
 async def pause(request: web.Request) -> web.Response:
-    request.app[STATE].pause()
+    for account in _every(request):
+        account.pause()
     return _json({"paused": True})
 
 
 @routes.post("/admin/resume")
 async def resume(request: web.Request) -> web.Response:
-    request.app[STATE].resume()
+    for account in _every(request):
+        account.resume()
     return _json({"paused": False})

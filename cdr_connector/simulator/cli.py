@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from cdr_connector.simulator.config import FaultConfig, SimulatorConfig
+from cdr_connector.simulator.config import MAX_ACCOUNTS, FaultConfig, SimulatorConfig
 from cdr_connector.simulator.running import running_simulator
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,14 @@ _SERVER_OPTIONS: tuple[tuple[str, type[str] | type[float] | type[int], object, s
     ("--port", int, 8080, "port to listen on, 0 for any free one"),
     ("--appid", str, _DEFAULTS.appid, "appid accepted by Login"),
     ("--accesskey", str, _DEFAULTS.accesskey, "accesskey accepted by Login"),
+    (
+        "--accounts",
+        int,
+        _DEFAULTS.accounts,
+        f"vendor accounts served, 1..{MAX_ACCOUNTS}; above 1, account i logs in with "
+        "<appid>-i and <accesskey>-i (i from 1) and has records of its own, --rate, "
+        "--backlog and faults applying to each; /admin/ takes ?account=<appid>",
+    ),
     ("--seed", int, _DEFAULTS.seed, "same seed, same records"),
     ("--rate", float, _DEFAULTS.rate, "calls per second made visible live, 0 for none"),
     ("--backlog", int, _DEFAULTS.backlog, "unqueried records preloaded at start"),
@@ -86,6 +94,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         port=args.port,
         appid=args.appid,
         accesskey=args.accesskey,
+        accounts=args.accounts,
         seed=args.seed,
         rate=args.rate,
         backlog=args.backlog,
@@ -120,14 +129,18 @@ async def _serve(config: SimulatorConfig) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with running_simulator(config) as simulator:
+        fleet = (
+            f"; {config.accounts} accounts, backlog and rate each" if config.accounts > 1 else ""
+        )
         log.info(
-            "simulator listening on %s (appid=%s, backlog=%d, rate=%g/s, seed=%d, timezone=%s)",
+            "simulator listening on %s (appid=%s, backlog=%d, rate=%g/s, seed=%d, timezone=%s%s)",
             simulator.url,
-            config.appid,
+            simulator.fleet.describe(),
             config.backlog,
             config.rate,
             config.seed,
             config.timezone,
+            fleet,
         )
         await stop.wait()
     log.info("simulator stopped")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import zoneinfo
 from collections.abc import Mapping
@@ -96,15 +97,23 @@ def _check_type(name: str, value: object, annotation: object) -> None:
         raise ValueError(f"{name} must be of type {annotation}, got {value!r}")
 
 
+# A slip guard (an extra zero), not a capacity: every account holds its own records.
+MAX_ACCOUNTS = 1000
+
+
 @dataclass(frozen=True)
 class SimulatorConfig:
-    """What the simulated PBX looks like. `port=0` picks any free port."""
+    """What the simulated PBX looks like. `port=0` picks any free port.
+
+    With `accounts` above 1 the simulator serves that many vendor accounts, each as this
+    config describes one (`account_configs`); with 1 it serves `appid` itself."""
 
     host: str = "127.0.0.1"
     port: int = 0
     appid: str = "demo-appid"
     accesskey: str = "demo-accesskey"
     seed: int = 1
+    accounts: int = 1
     # Calls per second made visible by live generation; 0 switches it off.
     rate: float = 2.0
     # Records made visible before the server starts listening, all unqueried.
@@ -119,6 +128,8 @@ class SimulatorConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0..65535, got {self.port}")
+        if not 1 <= self.accounts <= MAX_ACCOUNTS:
+            raise ValueError(f"accounts must be 1..{MAX_ACCOUNTS}, got {self.accounts}")
         if not (math.isfinite(self.rate) and self.rate >= 0):
             raise ValueError(f"rate must be a finite number >= 0, got {self.rate}")
         if self.backlog < 0:
@@ -135,3 +146,27 @@ class SimulatorConfig:
     @property
     def zone(self) -> zoneinfo.ZoneInfo:
         return zoneinfo.ZoneInfo(self.timezone)
+
+    def account_configs(self) -> list[SimulatorConfig]:
+        """One config per account served. A single account is this config unchanged; of
+        several, account i (1..N) logs in with `<appid>-i` and `<accesskey>-i` and draws its
+        calls from a seed of its own, so that no two accounts serve the same records."""
+        if self.accounts == 1:
+            return [self]
+        return [
+            dataclasses.replace(
+                self,
+                appid=f"{self.appid}-{index}",
+                accesskey=f"{self.accesskey}-{index}",
+                seed=_account_seed(self.seed, index),
+                accounts=1,
+            )
+            for index in range(1, self.accounts + 1)
+        ]
+
+
+def _account_seed(seed: int, index: int) -> int:
+    """A seed for account `index` of a simulator seeded `seed`: a hash rather than arithmetic
+    such as `seed * 1000 + index`, whose accounts would repeat another seed's."""
+    digest = hashlib.blake2b(f"{seed}/account/{index}".encode(), digest_size=7).digest()
+    return int.from_bytes(digest, "big")

@@ -10,8 +10,9 @@ from aiohttp import web
 
 from cdr_connector.simulator.clock import Clock
 from cdr_connector.simulator.config import SimulatorConfig
+from cdr_connector.simulator.fleet import FLEET, Fleet
 from cdr_connector.simulator.server import create_app
-from cdr_connector.simulator.state import STATE, SimulatorState
+from cdr_connector.simulator.state import SimulatorState
 
 # Requests still in flight at shutdown (a `slow` fault sleeps 30 s) are cancelled after this.
 SHUTDOWN_GRACE_SECONDS = 1.0
@@ -22,7 +23,12 @@ class RunningSimulator:
     url: str  # the API's base URL, e.g. "http://127.0.0.1:PORT/"
     admin_url: str  # e.g. "http://127.0.0.1:PORT/admin/"
     port: int
-    state: SimulatorState  # direct access for tests; use it from the event loop only
+    fleet: Fleet  # direct access for tests; use it from the event loop only
+
+    @property
+    def state(self) -> SimulatorState:
+        """The account of a one-account simulator (LookupError if it serves several)."""
+        return self.fleet.only()
 
 
 @asynccontextmanager
@@ -38,6 +44,6 @@ async def running_simulator(
         await site.start()
         port = int(runner.addresses[0][1])
         url = f"http://{config.host}:{port}/"
-        yield RunningSimulator(url, f"{url}admin/", port, app[STATE])
+        yield RunningSimulator(url, f"{url}admin/", port, app[FLEET])
     finally:
         await runner.cleanup()

@@ -1,5 +1,6 @@
 """The HTTP server: one POST endpoint for every API service (any path), `/admin/`, and
-`/recordings/` for the files GetRecodeFile points at."""
+`/recordings/` for the files GetRecodeFile points at. Each API request is answered as the
+account it names (fleet.py), with that account's faults."""
 
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ from cdr_connector.simulator.envelope import (
     encode,
 )
 from cdr_connector.simulator.faults import Fault
+from cdr_connector.simulator.fleet import FLEET, Fleet
 from cdr_connector.simulator.services import FAULTY, RECORDINGS_PATH, SERVICES, Form
-from cdr_connector.simulator.state import STATE, SimulatorState
+from cdr_connector.simulator.state import SimulatorState
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ def create_app(config: SimulatorConfig, *, clock: Clock | None = None) -> web.Ap
     """The simulator as an aiohttp application. The backlog is preloaded, and the background
     tasks started, when the application starts up (before a runner's site listens)."""
     app = web.Application()
-    app[STATE] = SimulatorState(config, clock or SystemClock())
+    app[FLEET] = Fleet(config, clock or SystemClock())
     app.router.add_routes(admin.routes)
     app.router.add_get(f"/{RECORDINGS_PATH}{{filename:.+}}", _recording)
     app.router.add_post("/{path:.*}", _api)
@@ -44,18 +46,19 @@ def create_app(config: SimulatorConfig, *, clock: Clock | None = None) -> web.Ap
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    state = app[STATE]
-    if state.config.backlog:
+    fleet = app[FLEET]
+    accounts = list(fleet.accounts.values())
+    if fleet.config.backlog:
         began = time.perf_counter()
-        await asyncio.get_running_loop().run_in_executor(None, state.preload)
+        await asyncio.get_running_loop().run_in_executor(None, _preload, accounts)
         log.info(
             "simulator preloaded a backlog of %d records in %.1f s",
-            len(state.store),
+            sum(len(account.store) for account in accounts),
             time.perf_counter() - began,
         )
-    tasks = [asyncio.create_task(background.competing_reader(state))]
-    if state.config.rate > 0:
-        tasks.append(asyncio.create_task(background.live_generation(state)))
+    tasks = [asyncio.create_task(background.competing_reader(a)) for a in accounts]
+    if fleet.config.rate > 0:
+        tasks.extend(asyncio.create_task(background.live_generation(a)) for a in accounts)
     for task in tasks:
         task.add_done_callback(_log_crash)
     yield
@@ -64,50 +67,72 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _preload(accounts: list[SimulatorState]) -> None:
+    for account in accounts:
+        account.preload()
+
+
 def _log_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("simulator background task %s failed", task.get_name(), exc_info=task.exception())
 
 
 async def _api(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE]
+    fleet = request.app[FLEET]
     form, form_error = await _read_form(request)
     service = form.get("service", "")
     label = service if service in SERVICES else "unknown"
-    fault = await _pick_fault(state) if service in FAULTY and form_error is None else None
-    if fault == "drop":
-        state.requests[label, fault] += 1
-        return _drop(request)
-    if fault == "http_5xx":
-        status = state.faults.http_status()
-        state.requests[label, f"http_{status}"] += 1
-        headers = {"Retry-After": "1"} if status == 503 else None
-        return web.Response(
-            status=status, text=_ERROR_PAGE, content_type="text/html", headers=headers
-        )
+    account = fleet.account_of(service, form)
+    requests = fleet.strangers if account is None else account.requests
+    fault: Fault | None = None
+    if account is not None and service in FAULTY and form_error is None:
+        fault = await _pick_fault(account)
+        if fault in ("drop", "http_5xx"):
+            return _unanswered(request, account, label, fault)
     if fault == "ret_500":
         body, ret = (
-            _failure(state, ServiceError(RET_SERVER_ERROR, "server error")),
+            _failure(fleet, ServiceError(RET_SERVER_ERROR, "server error")),
             RET_SERVER_ERROR,
         )
     elif form_error is not None:
-        body, ret = _failure(state, form_error), form_error.ret
+        body, ret = _failure(fleet, form_error), form_error.ret
     else:
-        body, ret = await _answer(state, service, form, f"{request.scheme}://{request.host}/")
-    if fault == "slow":
-        await asyncio.sleep(state.faults.config.slow_seconds)
-    if fault == "bad_json":
-        body = state.faults.mangle(body)
-    state.requests[label, fault or f"ret_{ret}"] += 1
+        base_url = f"{request.scheme}://{request.host}/"
+        body, ret = await _answer(fleet, account, service, form, base_url)
+    if account is not None and fault is not None:
+        body = await _after_answer(account, fault, body)
+    requests[label, fault or f"ret_{ret}"] += 1
     return web.Response(body=body, content_type="application/json")
 
 
-async def _pick_fault(state: SimulatorState) -> Fault | None:
+async def _pick_fault(account: SimulatorState) -> Fault | None:
     """Wait out the configured latency, then draw this request's fault."""
-    delay = state.faults.latency()
+    delay = account.faults.latency()
     if delay:
         await asyncio.sleep(delay)
-    return state.faults.draw()
+    return account.faults.draw()
+
+
+def _unanswered(
+    request: web.Request, account: SimulatorState, label: str, fault: Fault
+) -> web.Response:
+    """The faults that strike before the request is processed and give no envelope."""
+    if fault == "drop":
+        account.requests[label, fault] += 1
+        return _drop(request)
+    status = account.faults.http_status()
+    account.requests[label, f"http_{status}"] += 1
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return web.Response(status=status, text=_ERROR_PAGE, content_type="text/html", headers=headers)
+
+
+async def _after_answer(account: SimulatorState, fault: Fault, body: bytes) -> bytes:
+    """The faults that strike once the request was processed: a late or a broken answer."""
+    if fault == "slow":
+        await asyncio.sleep(account.faults.config.slow_seconds)
+    if fault == "bad_json":
+        return account.faults.mangle(body)
+    return body
 
 
 def _drop(request: web.Request) -> web.Response:
@@ -132,30 +157,33 @@ async def _read_form(request: web.Request) -> tuple[Form, BadRequestError | None
 
 
 async def _answer(
-    state: SimulatorState, service: str, form: Form, base_url: str
+    fleet: Fleet, account: SimulatorState | None, service: str, form: Form, base_url: str
 ) -> tuple[bytes, int]:
-    reqtime = int(state.clock.time())
+    reqtime = int(fleet.clock.time())
     try:
         handler = SERVICES.get(service)
         if handler is None:
             named = f"unknown service {service!r}" if service else "service is required"
             raise BadRequestError(f"illegal request: {named}")
-        answer = await handler(state, form, base_url)
+        answer = await handler(account, form, base_url)
     except ServiceError as failure:
-        return _failure(state, failure, reqtime), failure.ret
+        return _failure(fleet, failure, reqtime), failure.ret
     except Exception:
         # A bug, never bad input: the tests assert that no bad request gets here.
         log.exception("simulator failed on service %r", service)
-        state.unexpected_errors += 1
+        if account is None:
+            fleet.stranger_errors += 1
+        else:
+            account.unexpected_errors += 1
         crash = ServiceError(RET_SERVER_ERROR, "server error")
-        return _failure(state, crash, reqtime), RET_SERVER_ERROR
-    now = int(state.clock.time())
+        return _failure(fleet, crash, reqtime), RET_SERVER_ERROR
+    now = int(fleet.clock.time())
     body = encode(RET_OK, desc=answer.desc, result=answer.result, reqtime=reqtime, rsptime=now)
     return body, RET_OK
 
 
-def _failure(state: SimulatorState, failure: ServiceError, reqtime: int | None = None) -> bytes:
-    now = int(state.clock.time())
+def _failure(fleet: Fleet, failure: ServiceError, reqtime: int | None = None) -> bytes:
+    now = int(fleet.clock.time())
     return encode(
         failure.ret,
         desc=failure.message,
@@ -166,7 +194,9 @@ def _failure(state: SimulatorState, failure: ServiceError, reqtime: int | None =
 
 
 async def _recording(request: web.Request) -> web.Response:
-    if not request.app[STATE].store.has_recording(request.match_info["filename"]):
+    filename = request.match_info["filename"]
+    accounts = request.app[FLEET].accounts.values()
+    if not any(account.store.has_recording(filename) for account in accounts):
         raise web.HTTPNotFound()
     return web.Response(body=_silence(), content_type="audio/wav")
 

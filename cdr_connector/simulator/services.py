@@ -1,5 +1,7 @@
-"""The API's services, each a function of the request's form fields; failures are raised as
-`ServiceError` and turned into envelopes by server.py."""
+"""The API's services, each a function of the account the request speaks for and its form
+fields; failures are raised as `ServiceError` and turned into envelopes by server.py. The
+account is None when the request named none the simulator serves (fleet.py): the credentials
+or token it carries are then refused like any others."""
 
 from __future__ import annotations
 
@@ -36,17 +38,14 @@ class Answer:
     result: Any
 
 
-async def login(state: SimulatorState, form: Form, base_url: str) -> Answer:
+async def login(state: SimulatorState | None, form: Form, base_url: str) -> Answer:
     appid = query.require(form, "appid")
     accesskey = query.require(form, "accesskey")
-    config = state.config
-    authorised = secrets.compare_digest(appid.encode(), config.appid.encode())
-    authorised &= secrets.compare_digest(accesskey.encode(), config.accesskey.encode())
-    if not authorised:
+    if state is None or not _is_own(state, appid, accesskey):
         raise ServiceError(RET_NOT_AUTHORISED, "appid not authorised")
     result = {
         "companycode": "1",
-        "companyname": config.companyname,
+        "companyname": state.config.companyname,
         "token": state.tokens.issue(),
         "authtime": state.local_time.format(int(state.clock.time())),
         "authmodel": "",
@@ -54,13 +53,24 @@ async def login(state: SimulatorState, form: Form, base_url: str) -> Answer:
     return Answer("login success", result)
 
 
-def _check_token(state: SimulatorState, form: Form) -> None:
-    if not state.tokens.is_valid(query.require(form, "token")):
+def _is_own(state: SimulatorState, appid: str, accesskey: str) -> bool:
+    """Both compared in constant time, and both always, as a real server should."""
+    config = state.config
+    authorised = secrets.compare_digest(appid.encode(), config.appid.encode())
+    authorised &= secrets.compare_digest(accesskey.encode(), config.accesskey.encode())
+    return authorised
+
+
+def _check_token(state: SimulatorState | None, form: Form) -> SimulatorState:
+    """The account whose token the request carries, or ret 600."""
+    token = query.require(form, "token")
+    if state is None or not state.tokens.is_valid(token):
         raise ServiceError(RET_TOKEN_INVALID, "token invalid or expired, log in again")
+    return state
 
 
-async def get_bill(state: SimulatorState, form: Form, base_url: str) -> Answer:
-    _check_token(state, form)
+async def get_bill(account: SimulatorState | None, form: Form, base_url: str) -> Answer:
+    state = _check_token(account, form)
     bill_query = query.bill_query(form, state.local_time)
     store = state.store
     selection = store.select(bill_query)
@@ -82,8 +92,8 @@ async def get_bill(state: SimulatorState, form: Form, base_url: str) -> Answer:
     return Answer("get success", result)
 
 
-async def get_record_file(state: SimulatorState, form: Form, base_url: str) -> Answer:
-    _check_token(state, form)
+async def get_record_file(account: SimulatorState | None, form: Form, base_url: str) -> Answer:
+    state = _check_token(account, form)
     filename = query.require(form, "filename")
     if not state.store.has_recording(filename):
         raise BadRequestError(f"illegal request: filename {filename!r} is not a known recording")
@@ -91,7 +101,7 @@ async def get_record_file(state: SimulatorState, form: Form, base_url: str) -> A
     return Answer("get success", {"filename": filename, "url": url})
 
 
-Service = Callable[[SimulatorState, Form, str], Awaitable[Answer]]
+Service = Callable[[SimulatorState | None, Form, str], Awaitable[Answer]]
 SERVICES: dict[str, Service] = {
     LOGIN: login,
     GET_BILL: get_bill,

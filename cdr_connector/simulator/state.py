@@ -1,15 +1,15 @@
-"""Everything one simulator instance holds, shared by the HTTP handlers and the background
-tasks. All of it is used from the event loop's thread only, except `preload`, which runs in
-an executor before the server listens."""
+"""Everything one vendor account of the simulator holds (its records, tokens, faults and
+traffic), shared by the HTTP handlers and the account's background tasks. All of it is used
+from the event loop's thread only, except `preload`, which runs in an executor before the
+server listens. The accounts of one simulator are its `Fleet` (fleet.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
-
-from aiohttp import web
 
 from cdr_connector.simulator.clock import Clock
 from cdr_connector.simulator.config import SimulatorConfig
@@ -21,11 +21,14 @@ from cdr_connector.simulator.tokens import TokenRegistry
 
 
 class SimulatorState:
-    def __init__(self, config: SimulatorConfig, clock: Clock) -> None:
+    """One account. `pools` may be shared with other accounts: they are only read once built,
+    and each account draws its calls from them with random streams of its own seed."""
+
+    def __init__(self, config: SimulatorConfig, clock: Clock, pools: Pools | None = None) -> None:
         self.config = config
         self.clock = clock
         self.local_time = LocalTime(config.zone)
-        self.pools = Pools.build(config.seed)
+        self.pools = pools or Pools.build(config.seed)
         self.store = RecordStore(self.pools, self.local_time, download_ip=config.host)
         self.tokens = TokenRegistry(clock, config.token_ttl)
         self.faults = FaultInjector(config.faults, config.seed)
@@ -79,9 +82,6 @@ class SimulatorState:
 
     def stats(self) -> dict[str, Any]:
         store = self.store
-        requests: dict[str, dict[str, int]] = {}
-        for (service, outcome), count in sorted(self.requests.items()):
-            requests.setdefault(service, {})[outcome] = count
         return {
             "records": {
                 "visible": len(store),
@@ -90,11 +90,16 @@ class SimulatorState:
                 "taken_by_competitor": self.taken_by_competitor,
                 "poisoned": store.poisoned,
             },
-            "requests": requests,
+            "requests": by_service(self.requests),
             "faults": dict(sorted(self.faults.injected.items())),
             "unexpected_errors": self.unexpected_errors,
             "live": {"rate": self.config.rate, "paused": self.paused},
         }
 
 
-STATE = web.AppKey("simulator_state", SimulatorState)
+def by_service(requests: Mapping[tuple[str, str], int]) -> dict[str, dict[str, int]]:
+    """Request counts by (service, outcome) as stats show them: outcomes by service."""
+    nested: dict[str, dict[str, int]] = {}
+    for (service, outcome), count in sorted(requests.items()):
+        nested.setdefault(service, {})[outcome] = count
+    return nested

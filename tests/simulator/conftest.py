@@ -71,8 +71,8 @@ class Client:
         answer: dict[str, Any] = orjson.loads(body)
         return answer
 
-    async def login(self) -> str:
-        answer = await self.call({"service": LOGIN, "appid": APPID, "accesskey": ACCESSKEY})
+    async def login(self, appid: str = APPID, accesskey: str = ACCESSKEY) -> str:
+        answer = await self.call({"service": LOGIN, "appid": appid, "accesskey": accesskey})
         assert answer["ret"] == 200, answer
         self.token = answer["data"]["result"]["token"]
         return self.token
@@ -150,7 +150,7 @@ async def start() -> AsyncIterator[StartSimulator]:
 
         yield launch
         for simulator in simulators:
-            assert simulator.state.unexpected_errors == 0
+            assert simulator.fleet.unexpected_errors == 0
 
 
 @pytest.fixture
