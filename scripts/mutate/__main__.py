@@ -6,7 +6,8 @@
 
 Every module of cdr_connector/ outside simulator/ is mutated (scripts/mutate/operators.py
 lists the operators), a seeded sample of at most --max-per-module mutants spread over its
-functions, and each mutant is run against the unit test files that import the module, in a
+functions, and each mutant is run against the unit test files that judge the module
+(scripts/mutate/selection.py says which; with --with-broker also a few integration files), in a
 copy of the tree. A mutant whose tests still pass survived: some behaviour of that line is
 checked by no unit test. The table and the survivors go to .mutate/report.md; the table is
 also printed. Mutants run interleaved across modules, so a spent --budget-minutes leaves
@@ -19,6 +20,7 @@ Not part of `make test`: it is a measurement, as bench/ is, and takes about 25 m
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -42,6 +44,8 @@ PROGRESS_EVERY = 25
 # The number of examples of the property tests (tests/unit/test_bill_properties.py), 100,000
 # by default: minutes a run in pure Python, for every mutant of every module they import.
 PROPERTY_EXAMPLES = "CDR_PROPERTY_EXAMPLES"
+# Where the integration tests find the broker (tests/conftest.py reads it too).
+BROKER_VARIABLE = "CDR_TEST_KAFKA_BOOTSTRAP"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,18 +89,29 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help="only modules whose path contains this (repeatable); default: all",
     )
+    parser.add_argument(
+        "--with-broker",
+        action="store_true",
+        help="also run the integration test files named in selection.BROKER_TESTS for the "
+        f"modules only a broker exercises (needs a broker at ${BROKER_VARIABLE})",
+    )
     parser.add_argument("--out", type=Path, default=TREE / ".mutate", help="default: .mutate/")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.with_broker and not os.environ.get(BROKER_VARIABLE):
+        parser.error(f"--with-broker needs {BROKER_VARIABLE}=HOST:PORT of a running broker")
     signal.signal(signal.SIGTERM, _interrupt)  # stop the workers and their runs, as Ctrl-C does
     deadline = runner.Deadline(args.budget_minutes * 60)
     with tempfile.TemporaryDirectory(prefix="cdr-mutate-") as scratch:
         snapshot = Path(scratch) / "snapshot"
         runner.make_copy(TREE, snapshot)  # one consistent view, however the tree changes
-        plan = make_plan(snapshot, args.module, args.max_per_module, args.seed)
+        plan = make_plan(
+            snapshot, args.module, args.max_per_module, args.seed, broker=args.with_broker
+        )
         environment = {PROPERTY_EXAMPLES: str(args.property_examples)}
         with runner.workers(snapshot, Path(scratch), args.workers, environment) as pool:
             originals = _run_originals(pool, plan, args.workers, args.timeout_factor)
@@ -120,11 +135,15 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def make_plan(root: Path, only: Sequence[str], cap: int, seed: str) -> Plan:
+def make_plan(
+    root: Path, only: Sequence[str], cap: int, seed: str, *, broker: bool = False
+) -> Plan:
     """The modules under `root` (those whose path contains one of `only`, if given), their
     unit tests and a sample of their mutants, the known equivalent ones left out."""
     modules = selection.core_modules(root)
     tests = selection.tests_by_module(root, modules)
+    if broker:
+        tests = selection.with_broker_tests(tests)
     chosen_modules = [m for m in modules if not only or any(part in m for part in only)]
     sources = {m: (root / m).read_text() for m in chosen_modules}
     every = {m: equivalents.split(mutants_of(sources[m], m), sources[m]) for m in chosen_modules}

@@ -35,6 +35,21 @@ CARVED_OUT = {
     },
     **{f"{PACKAGE}/api/{part}.py": f"{PACKAGE}/api/client.py" for part in ("tokens", "transport")},
 }
+# Modules whose behaviour only a real broker (or the whole process) shows, and the integration
+# test files that judge them with `--with-broker`: chosen to run in seconds (test_cli.py about
+# 10 s, test_sink.py 4 s, test_startup_waits.py 17 s on 2 cores), never tests/faults/ (fixed
+# transactional ids) nor the minute-long end-to-end files. Their unit tests (if any) run first.
+_CLI = "tests/integration/test_cli.py"
+_SINK = "tests/integration/test_sink.py"
+BROKER_TESTS: dict[str, tuple[str, ...]] = {
+    f"{PACKAGE}/kafka_sink.py": (_SINK, _CLI),
+    f"{PACKAGE}/kafka_clients.py": (_SINK, _CLI),
+    f"{PACKAGE}/topics.py": (_CLI,),
+    f"{PACKAGE}/checks.py": (_CLI,),
+    f"{PACKAGE}/tail.py": (_CLI,),
+    f"{PACKAGE}/__main__.py": (_CLI, "tests/integration/test_cli_bad_settings.py"),
+    f"{PACKAGE}/app.py": ("tests/integration/test_startup_waits.py",),
+}
 TESTS_PACKAGE = "tests"
 UNIT_TESTS = Path(TESTS_PACKAGE) / "unit"
 
@@ -57,6 +72,14 @@ def module_name(path: str) -> str:
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
+
+
+def with_broker_tests(tests: dict[str, list[str]]) -> dict[str, list[str]]:
+    """`tests` (module -> unit test files) with the `BROKER_TESTS` of each module after them."""
+    return {
+        m: files + [f for f in BROKER_TESTS.get(m, ()) if f not in files]
+        for m, files in tests.items()
+    }
 
 
 def tests_by_module(root: Path, modules: Iterable[str]) -> dict[str, list[str]]:

@@ -242,6 +242,25 @@ def test_a_file_named_after_a_module_judges_it_when_it_reaches_it(tmp_path: Path
     assert judged["cdr_connector/api/tokens.py"] == ["tests/unit/test_tokens.py"]
 
 
+def test_with_the_broker_a_module_only_a_broker_exercises_gets_its_integration_tests() -> None:
+    unit = {
+        "cdr_connector/kafka_sink.py": ["tests/unit/test_pipeline.py"],
+        "cdr_connector/bill.py": ["tests/unit/test_bill_bounds.py"],
+        "cdr_connector/checks.py": [],
+    }
+    judged = selection.with_broker_tests(unit)
+    assert judged["cdr_connector/kafka_sink.py"] == [
+        "tests/unit/test_pipeline.py",
+        "tests/integration/test_sink.py",
+        "tests/integration/test_cli.py",
+    ]
+    assert judged["cdr_connector/checks.py"] == ["tests/integration/test_cli.py"]
+    assert judged["cdr_connector/bill.py"] == ["tests/unit/test_bill_bounds.py"]
+    assert all(
+        not f.startswith("tests/faults/") for fs in selection.BROKER_TESTS.values() for f in fs
+    )
+
+
 def test_known_equivalent_mutants_are_left_out_by_their_lines() -> None:
     source = (
         "def f(items, n):\n    excess = len(items) - n\n    if excess > 0:\n"
