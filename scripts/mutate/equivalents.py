@@ -41,7 +41,42 @@ def _in(path: str, function: str, reason: str, *changes: tuple[str, str]) -> lis
 
 _SLICING_NOTHING = "at 0 the slice is empty, so cutting 0 entries or skipping the cut is the same"
 
+_ARGS_KEPT = (
+    "BaseException.__new__ keeps the message in args already; str() and repr() read it there"
+)
+
 KNOWN: tuple[Equivalent, ...] = (
+    *_in(
+        "errors.py",
+        "RetryableError.__init__",
+        _ARGS_KEPT,
+        ("super().__init__(message)", "pass"),
+    ),
+    *_in(
+        "errors.py",
+        "RecordError.__init__",
+        _ARGS_KEPT,
+        ("super().__init__(message)", "pass"),
+    ),
+    *_in(
+        "committer.py",
+        "Committer._attempt",
+        "one summary is made per batch just above, so the lengths never differ",
+        (
+            "for batch, summary in zip(batches, summaries, strict=True):",
+            "for batch, summary in zip(batches, summaries, strict=False):",
+        ),
+    ),
+    *_in(
+        "committer.py",
+        "Committer._advance_state",
+        "the vendor's count is never negative (api/models refuses a negative totalitems), so "
+        "max() with it is the same from 0 or from -1",
+        (
+            "state.hour_counts[hour] = max(state.hour_counts.get(hour, 0), count)",
+            "state.hour_counts[hour] = max(state.hour_counts.get(hour, -1), count)",
+        ),
+    ),
     *_in(
         "api/tokens.py",
         "TokenKeeper._log_in",
