@@ -5,6 +5,7 @@ where the audit and the backfill draw their windows."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -165,7 +166,10 @@ def test_a_backfill_ending_on_a_slice_start_has_that_one_second_as_its_last_slic
     assert Backfill(T0, T0).slices() == [(T0, T0)]
 
 
-async def test_a_backfill_lists_every_slice_with_syncflag_3_then_stops() -> None:
+async def test_a_backfill_lists_every_slice_with_syncflag_3_then_stops(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="cdr_connector.scheduler")
     rig = Rig(concurrency=1)
     rig.source.listings = [[listed("backfill", 1)], [listed("backfill", 2)]]
     backfill = Backfill(T0, T0 + timedelta(seconds=19), slice_seconds=10)
@@ -176,6 +180,7 @@ async def test_a_backfill_lists_every_slice_with_syncflag_3_then_stops() -> None
         (T0 + timedelta(seconds=10), T0 + timedelta(seconds=19), BACKFILL),
     ]
     assert rig.stop.is_set() and rig.status.stopping
+    assert "fetched; stopping once committed" in caplog.text
     batches = rig.queued()
     assert [b.bills for b in batches if b is not None and b.mode == "backfill"] == [
         [{"id": 1}],
@@ -201,7 +206,9 @@ async def test_a_failed_backfill_slice_is_listed_again_keeping_what_came() -> No
 # --- the audit -------------------------------------------------------------------------------
 
 
-async def test_the_audit_lists_only_the_hours_the_vendor_counts_more_in() -> None:
+async def test_the_audit_lists_only_the_hours_the_vendor_counts_more_in(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     even, short, over = T0, T0 + HOUR, T0 + 2 * HOUR
     ms = {hour: int(hour.timestamp() * 1000) for hour in (even, short, over)}
     rig = Rig(committed={ms[even]: 4, ms[short]: 1, ms[over]: 9})
@@ -220,6 +227,8 @@ async def test_the_audit_lists_only_the_hours_the_vendor_counts_more_in() -> Non
     assert listed_batch is not None and [b["id"] for b in listed_batch.bills] == [7, 8]
     assert settled == FetchedBatch("audit", [], int(NOW * 1000), settles_hour=(ms[short], 3))
     assert rig.recorder.of("audited") == [(2, NOW)]
+    assert caplog.text.count("more records committed") == 1
+    assert "audit: 7 more records committed" in caplog.text
 
 
 async def test_an_audit_of_no_gap_reports_none_missing() -> None:
@@ -346,7 +355,10 @@ async def test_a_live_cycle_ends_at_once_when_the_brake_engages_or_a_stop_comes(
         assert rig.queued() == [live(1), None], halt
 
 
-async def test_a_failed_live_round_keeps_its_bills_and_is_swept_after_a_request_timeout() -> None:
+async def test_a_failed_live_round_keeps_its_bills_and_is_swept_after_a_request_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="cdr_connector.scheduler")
     rig = Rig()
     rig.source.cycles = [[live(1), failed(ApiTransientError("timed out"), 2)]]
     rig.source.listings = [[listed("sweep", 2)]]
@@ -355,6 +367,7 @@ async def test_a_failed_live_round_keeps_its_bills_and_is_swept_after_a_request_
     batches = rig.queued()
     assert [b.bills for b in batches if b is not None] == [[{"id": 1}], [{"id": 2}], [{"id": 2}]]
     assert 0.5 in rig.clock.sleeps  # the request timeout, before the sweep
+    assert "sweeping for records of a failed live request" in caplog.text
 
 
 async def test_an_empty_failed_round_queues_nothing() -> None:
@@ -377,3 +390,12 @@ async def test_a_stop_during_the_request_timeout_pause_skips_the_sweep() -> None
     await rig.feed_until_idle()
     await stopper
     assert [c for c in rig.source.calls if c[0] == "listing"] == []
+
+
+async def test_the_audit_loop_audits_every_interval() -> None:
+    rig = Rig(audit_interval_seconds=0.5)  # passes at once on this clock: audits until stopped
+    rig.source.hours = [T0]
+    rig.source.counts = {T0: 0}
+    await rig.feed_until_idle()
+    finished = [at for _missing, at in rig.recorder.of("audited")]
+    assert finished[:3] == [NOW + 0.5, NOW + 1.0, NOW + 1.5]
