@@ -15,7 +15,7 @@ connection holds a file descriptor, and a process out of descriptors can accept 
   accepted is closed (aborted: its descriptor is freed at once). Between the requests of a
   kept-alive connection, aiohttp's keep-alive timeout, set to the same value, does the same;
 - at most `max_connections` are open. A new connection beyond that closes the oldest one still
-  waiting for its request headers, if that one has had `_EVICTION_GRACE_SECONDS` to send them;
+  waiting for its request headers, if that one has had `EVICTION_GRACE_SECONDS` to send them;
   otherwise the new connection is closed at once. A probe sends its request as soon as it
   connects, so slow clients that hold their connections keep it out for a second at most, and
   a burst of new connections cannot close it before its request was read;
@@ -57,7 +57,7 @@ _END_OF_HEADERS = b"\r\n\r\n"
 # A connection waiting for its request headers is closed to make room for a new one only after
 # this long: the event loop accepts up to a hundred connections before it reads from any, and
 # a probe's request, sent as it connects, must be read before newer connections can push it out.
-_EVICTION_GRACE_SECONDS = 1.0
+EVICTION_GRACE_SECONDS = 1.0
 
 
 def create_ops_app(not_ready_reason: Callable[[], str | None]) -> web.Application:
@@ -94,8 +94,15 @@ class OpsListener:
         await self._runner.cleanup()
 
 
-async def start_ops_server(app: web.Application, settings: HttpSettings) -> OpsListener:
+async def start_ops_server(
+    app: web.Application,
+    settings: HttpSettings,
+    *,
+    eviction_grace: float = EVICTION_GRACE_SECONDS,
+) -> OpsListener:
     """Listen on `settings.host:settings.port` (port 0: any free port, see `OpsListener.port`).
+    `eviction_grace`: how long a connection waiting for its headers is safe from being pushed
+    out by a new one (capped by `settings.header_timeout_seconds`).
 
     Raises ConfigError when the address cannot be taken (in use, not local, not permitted).
     """
@@ -109,7 +116,7 @@ async def start_ops_server(app: web.Application, settings: HttpSettings) -> OpsL
         max_headers=_MAX_HEADERS,
     )
     await runner.setup()
-    site = _GuardedSite(runner, settings)
+    site = _GuardedSite(runner, settings, eviction_grace)
     try:
         await site.start()
     except OSError as exc:
@@ -127,9 +134,12 @@ async def start_ops_server(app: web.Application, settings: HttpSettings) -> OpsL
 class _GuardedSite(web.BaseSite):
     """aiohttp's TCPSite with `_ConnectionGuard` as the listening socket's protocol factory."""
 
-    def __init__(self, runner: web.AppRunner, settings: HttpSettings) -> None:
+    def __init__(
+        self, runner: web.AppRunner, settings: HttpSettings, eviction_grace: float
+    ) -> None:
         super().__init__(runner)
         self._settings = settings
+        self._eviction_grace = eviction_grace
         self._guard: _ConnectionGuard | None = None
         self.port = settings.port
 
@@ -147,6 +157,7 @@ class _GuardedSite(web.BaseSite):
             loop,
             max_connections=self._settings.max_connections,
             header_timeout=self._settings.header_timeout_seconds,
+            eviction_grace=self._eviction_grace,
         )
         server = await loop.create_server(
             self._guard, self._settings.host, self._settings.port, backlog=self._backlog
@@ -175,22 +186,23 @@ class _ConnectionGuard:
         *,
         max_connections: int,
         header_timeout: float,
+        eviction_grace: float,
     ) -> None:
         self._server = server
         self._loop = loop
         self._max_connections = max_connections
         self._header_timeout = header_timeout
-        self._eviction_grace = min(_EVICTION_GRACE_SECONDS, header_timeout)
+        self._eviction_grace = min(eviction_grace, header_timeout)
         # Both in order of acceptance: the first of `_awaiting_headers` is the oldest.
         self._open: dict[_GuardedConnection, None] = {}
         self._awaiting_headers: dict[_GuardedConnection, None] = {}
-        self._slow = _ThrottledLog(
+        self._slow = ThrottledLog(
             loop,
             "ops listener: closed a connection that sent no complete request within %g s "
             "(http.header_timeout_seconds), or to make room for a new one beyond %d open "
             "(http.max_connections)",
         )
-        self._refused = _ThrottledLog(
+        self._refused = ThrottledLog(
             loop,
             "ops listener: closed a new connection at once: %d connections are open "
             "(http.max_connections), each busy with a request or connected within the last "
@@ -315,7 +327,7 @@ class _Refused(asyncio.Protocol):
         transport.abort()
 
 
-class _ThrottledLog:
+class ThrottledLog:
     """A warning at most once per interval. The first event is logged at once; the events
     after it within the interval are counted and reported in one line when it ends, with the
     details of the last one."""
@@ -362,14 +374,14 @@ class _ThrottledLog:
 
 class _AcceptErrorLog:
     """The event loop's exception handler while the listener runs: the accept errors of a
-    process out of descriptors go through a `_ThrottledLog`, anything else to the handler that
+    process out of descriptors go through a `ThrottledLog`, anything else to the handler that
     was there before."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._previous: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None = None
         self._installed = False
-        self._throttled = _ThrottledLog(
+        self._throttled = ThrottledLog(
             loop,
             "ops listener: cannot accept connections: %s (the process has run out of file "
             "descriptors or memory; http.max_connections bounds the listener's own share)",

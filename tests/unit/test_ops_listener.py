@@ -30,9 +30,12 @@ def unit_source() -> None:
     metrics.init_source("unit", version="0.0.0-test", schema="fp:0123456789abcdef")
 
 
-async def listening(**limits: float) -> OpsListener:
+async def listening(
+    eviction_grace: float = http.EVICTION_GRACE_SECONDS, **limits: float
+) -> OpsListener:
     settings = HttpSettings(host="127.0.0.1", port=0, **limits)
-    return await start_ops_server(create_ops_app(lambda: None), settings)
+    app = create_ops_app(lambda: None)
+    return await start_ops_server(app, settings, eviction_grace=eviction_grace)
 
 
 async def slow_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -166,8 +169,7 @@ async def test_a_crowd_of_slow_clients_beyond_the_limit_never_keeps_a_probe_out(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     caplog.set_level(logging.WARNING, logger="cdr_connector.http")
-    monkeypatch.setattr(http, "_EVICTION_GRACE_SECONDS", 0.2)
-    listener = await listening(max_connections=20, header_timeout_seconds=30.0)
+    listener = await listening(max_connections=20, header_timeout_seconds=30.0, eviction_grace=0.2)
     crowd = []
     try:
         for _ in range(60):
@@ -246,7 +248,7 @@ async def test_a_throttled_log_reports_how_many_it_left_out(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="cdr_connector.http")
-    throttled = http._ThrottledLog(asyncio.get_running_loop(), "trouble: %s", interval=0.2)
+    throttled = http.ThrottledLog(asyncio.get_running_loop(), "trouble: %s", interval=0.2)
     for number in range(100):
         throttled.event(number)
     await asyncio.sleep(0.3)
