@@ -47,6 +47,17 @@ _ARGS_KEPT = (
 
 KNOWN: tuple[Equivalent, ...] = (
     *_in(
+        "committer.py",
+        "Committer._on_brake",
+        "Brake._engage sets kind and reason together, so neither is ever None here; the "
+        "assert only narrows their types",
+        (
+            "assert kind is not None and reason is not None",
+            "assert (kind is not None or reason is not None)",
+        ),
+        ("assert kind is not None and reason is not None", "pass"),
+    ),
+    *_in(
         "errors.py",
         "RetryableError.__init__",
         _ARGS_KEPT,
