@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -76,6 +77,27 @@ def _build_extensions(commit: str, target: Path) -> None:
         [sys.executable, "setup.py", "--quiet", "build_ext", "--inplace"],
         cwd=target, capture_output=True, check=True,
     )  # fmt: skip
+
+
+def use_worktree() -> str:
+    """Copy the working tree's `cdr_connector/` (with its extensions as built in place, and
+    the `schemas/` it links to) under bench/.out/src/ and run it from there, for code not
+    committed yet: later edits of the tree cannot change a run half-way. Returns a label."""
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = OUT_DIR / "src" / f"worktree-{stamp}"
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(
+        REPO_ROOT / "cdr_connector", target / "cdr_connector", symlinks=True, ignore=ignore
+    )
+    shutil.copytree(REPO_ROOT / "schemas", target / "schemas")
+    for native in REPO_ROOT.glob("cdr_connector_native__mypyc*.so"):
+        shutil.copy2(native, target / native.name)
+    use_source(target)
+    return f"the working tree on {head}, copied at {stamp} UTC"
 
 
 def use_source(root: Path) -> None:
@@ -209,12 +231,13 @@ class Simulator:
 
 @contextmanager
 def simulator(
-    name: str, *, backlog: int, rate: float = 0.0, latency_ms: float = 0.0
+    name: str, *, backlog: int, rate: float = 0.0, latency_ms: float = 0.0, accounts: int = 1
 ) -> Iterator[Simulator]:
     """The simulator's CLI in its own process, its backlog preloaded; stopped on exit.
 
     The backlog's calls end within the hour before start-up, well inside the connector's
-    lookback, so every one of them is in the live window.
+    lookback, so every one of them is in the live window. With `accounts` above 1 it serves
+    that many vendor accounts (`account_credentials`), `backlog` and `rate` applying to each.
     """
     log_path = OUT_DIR / "logs" / f"{name}.simulator.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -225,6 +248,7 @@ def simulator(
                 "--port", "0", "--appid", APPID, "--accesskey", ACCESSKEY,
                 "--backlog", str(backlog), "--backlog-span", "3600",
                 "--rate", str(rate), "--latency-ms", str(latency_ms),
+                "--accounts", str(accounts),
             ],
             stdout=log, stderr=subprocess.STDOUT, cwd=source_root(),
         )  # fmt: skip
@@ -233,6 +257,14 @@ def simulator(
         yield Simulator(process, url, preload)
     finally:
         stop_process(process)
+
+
+def account_credentials(index: int, accounts: int) -> tuple[str, str]:
+    """(appid, accesskey) of account `index` (1..`accounts`) of the simulator: suffixed with
+    the index when it serves several, its own when it serves one."""
+    if accounts == 1:
+        return APPID, ACCESSKEY
+    return f"{APPID}-{index}", f"{ACCESSKEY}-{index}"
 
 
 def _wait_listening(process: subprocess.Popen[bytes], log_path: Path) -> tuple[str, float]:
@@ -290,7 +322,7 @@ class Connector:
 
     def __init__(self, name: str, env: dict[str, str], module: str = "cdr_connector") -> None:
         self.port = int(env["CDR_HTTP__PORT"])
-        self.source = env["CDR_SOURCE__NAME"]
+        self.source = env.get("CDR_SOURCE__NAME", "")  # none with several sources (CDR_SOURCES)
         self.log_path = OUT_DIR / "logs" / f"{name}.connector.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
@@ -307,17 +339,32 @@ class Connector:
     def pid(self) -> int:
         return self.process.pid
 
+    def _scrape(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
+            text: str = r.read().decode()
+        return text
+
     def metrics(self) -> dict[str, float]:
         """Every sample of /metrics, summed over labels: `name` or `name{le=...}` for buckets."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
-            text = r.read().decode()
         samples: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
+        for family in text_string_to_metric_families(self._scrape()):
             for sample in family.samples:
                 key = sample.name
                 if "le" in sample.labels:
                     key = f"{key}{{le={sample.labels['le']}}}"
                 samples[key] = samples.get(key, 0.0) + sample.value
+        return samples
+
+    def by_source(self) -> dict[str, dict[str, float]]:
+        """Sample name -> source -> value, summed over any other labels, of the samples that
+        have a `source` label (a connector of several sources)."""
+        samples: dict[str, dict[str, float]] = {}
+        for family in text_string_to_metric_families(self._scrape()):
+            for sample in family.samples:
+                source = sample.labels.get("source")
+                if source is not None:
+                    of_name = samples.setdefault(sample.name, {})
+                    of_name[source] = of_name.get(source, 0.0) + sample.value
         return samples
 
     def produced(self) -> float:
