@@ -84,7 +84,8 @@ MINUTE_SECOND: Final = {
 _MAX_CACHED_HOURS = 100_000
 _EPOCH = dt.datetime(1970, 1, 1)
 _ONE_SECOND = dt.timedelta(seconds=1)
-_MAX_SHOWN = 80
+# The longest text `show` gives an error message.
+MAX_SHOWN = 80
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,10 +320,11 @@ class LocalClock:
     does. Hours with a change take the exact path through `datetime` every time.
     """
 
-    __slots__ = ("_zone", "hours")
+    __slots__ = ("_max_hours", "_zone", "hours")
 
-    def __init__(self, zone: ZoneInfo) -> None:
+    def __init__(self, zone: ZoneInfo, max_hours: int = _MAX_CACHED_HOURS) -> None:
         self._zone = zone
+        self._max_hours = max_hours  # the cache is emptied when it holds this many
         self.hours: dict[str, int] = {}
 
     def to_utc_ms(self, text: str, fold: int = 0) -> int:
@@ -345,7 +347,7 @@ class LocalClock:
         if len({_offset(first), _offset(last), _offset(first, 1), _offset(last, 1)}) > 1:
             return None
         hour_start = _utc_seconds(first)
-        if len(self.hours) >= _MAX_CACHED_HOURS:
+        if len(self.hours) >= self._max_hours:
             self.hours.clear()
         self.hours[prefix] = hour_start
         return hour_start
@@ -457,7 +459,7 @@ def _fail(field: str, problem: str) -> NoReturn:
 def show(value: Any) -> str:
     """`value` as a short text for an error message."""
     shown = repr(value)
-    return shown if len(shown) <= _MAX_SHOWN else shown[: _MAX_SHOWN - 3] + "..."
+    return shown if len(shown) <= MAX_SHOWN else shown[: MAX_SHOWN - 3] + "..."
 
 
 def json_type(value: Any) -> str:

@@ -55,9 +55,8 @@ def test_a_clock_keeps_every_hour_it_has_read() -> None:
     assert clock.hours["2024-05-01 10:"] * 1000 == first - 15 * 60_000
 
 
-def test_the_hours_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(b, "_MAX_CACHED_HOURS", 3)
-    clock = b.LocalClock(ZoneInfo("Asia/Shanghai"))
+def test_the_hours_kept_are_bounded() -> None:
+    clock = b.LocalClock(ZoneInfo("Asia/Shanghai"), max_hours=3)
     for hour in range(5):
         clock.to_utc_ms(f"2024-05-01 {hour:02d}:00:00")
         assert 1 <= len(clock.hours) <= 3
@@ -65,8 +64,8 @@ def test_the_hours_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_value_shown_in_an_error_is_cut_only_past_the_limit() -> None:
-    fits = "x" * (b._MAX_SHOWN - 2)  # its repr adds two quotes
+    fits = "x" * (b.MAX_SHOWN - 2)  # its repr adds two quotes
     assert b.show(fits) == repr(fits)
     longer = fits + "x"
-    assert b.show(longer) == repr(longer)[: b._MAX_SHOWN - 3] + "..."
-    assert len(b.show(longer)) == b._MAX_SHOWN
+    assert b.show(longer) == repr(longer)[: b.MAX_SHOWN - 3] + "..."
+    assert len(b.show(longer)) == b.MAX_SHOWN
