@@ -24,6 +24,8 @@ from cdr_connector.config import CONFIG_PATH_ENV, Settings, load_settings
 from tests.deploy.conftest import CHART, DEPLOY, REPO_ROOT, run, setting_path, tool
 
 PRODUCTION_VALUES = CHART / "examples" / "values-production.yaml"
+# Many accounts shared by replicas, on top of the production example (test_helm_fleet.py).
+FLEET_VALUES = CHART / "examples" / "values-fleet.yaml"
 # The chart's kubeVersion floor and the newest Kubernetes kubernetes-validate knows.
 KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")
 NAMESPACE = "cdr"
@@ -73,6 +75,11 @@ def production_objects() -> list[dict[str, Any]]:
     return render("-f", PRODUCTION_VALUES, release="cdr-acme-sh")
 
 
+@pytest.fixture(scope="module")
+def fleet_objects() -> list[dict[str, Any]]:
+    return render("-f", PRODUCTION_VALUES, "-f", FLEET_VALUES, release="cdr-fleet")
+
+
 @pytest.fixture(params=["default", "production"])
 def objects(
     request: pytest.FixtureRequest,
@@ -80,6 +87,22 @@ def objects(
     production_objects: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     return default_objects if request.param == "default" else production_objects
+
+
+@pytest.fixture(params=["default", "production", "fleet"])
+def every_rendering(
+    request: pytest.FixtureRequest,
+    default_objects: list[dict[str, Any]],
+    production_objects: list[dict[str, Any]],
+    fleet_objects: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The renderings of one source (`objects`), and of many accounts in a fleet."""
+    renderings = {
+        "default": default_objects,
+        "production": production_objects,
+        "fleet": fleet_objects,
+    }
+    return renderings[request.param]
 
 
 def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -102,18 +125,28 @@ def settings_text(objects: list[dict[str, Any]]) -> str:
     return text
 
 
+ACCESSKEY_FILE = re.compile(r'accesskey_file = "([^"]+)"')
+
+
 def load_rendered_settings(
     objects: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Settings:
-    """Load the rendered settings.toml as the pod would: the Secret's key file in place, and
-    every environment variable of the container set (values from Secrets as placeholders)."""
+    """Load the rendered settings.toml as the pod would: the Secret's key files in place (one,
+    or one per source: `placeholder-access-key-of-<name>`), and every environment variable of
+    the container set (values from Secrets as placeholders)."""
     text = settings_text(objects)
-    accesskey_file = accesskey_path(objects)
-    local_key = tmp_path / "accesskey"
-    local_key.write_text("placeholder-access-key\n", encoding="utf-8")
-    assert accesskey_file in text
+    mount = credentials_mount(objects)
+    key_files = ACCESSKEY_FILE.findall(text)
+    assert key_files, "the settings name no access key file"
+    for index, accesskey_file in enumerate(key_files):
+        assert accesskey_file.startswith(f"{mount}/"), accesskey_file
+        under = Path(accesskey_file).relative_to(mount).parent.name
+        local_key = tmp_path / f"accesskey-{index}"
+        content = "placeholder-access-key" + (f"-of-{under}" if under else "")
+        local_key.write_text(content + "\n", encoding="utf-8")
+        text = text.replace(f'"{accesskey_file}"', f'"{local_key}"')
     settings_file = tmp_path / "settings.toml"
-    settings_file.write_text(text.replace(accesskey_file, str(local_key)), encoding="utf-8")
+    settings_file.write_text(text, encoding="utf-8")
     for variable in container(objects)["env"]:
         value = variable.get("value", f"from-secret-{variable['name'].lower()}")
         if variable["name"] == CONFIG_PATH_ENV:
@@ -123,12 +156,14 @@ def load_rendered_settings(
     return load_settings()
 
 
-def accesskey_path(objects: list[dict[str, Any]]) -> str:
-    """The access key file inside the mounted credentials Secret."""
+def credentials_mount(objects: list[dict[str, Any]]) -> str:
+    """Where the credentials volume (a Secret, or projected Secrets) is mounted."""
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
-    assert any(v["name"] == "credentials" and "secret" in v for v in pod["volumes"])
+    volume = next(v for v in pod["volumes"] if v["name"] == "credentials")
+    assert "secret" in volume or "projected" in volume, volume
     mount = next(m for m in container(objects)["volumeMounts"] if m["name"] == "credentials")
-    return f"{mount['mountPath']}/accesskey"
+    path: str = mount["mountPath"]
+    return path
 
 
 def mounted_settings_path(objects: list[dict[str, Any]]) -> str:
@@ -139,9 +174,13 @@ def mounted_settings_path(objects: list[dict[str, Any]]) -> str:
 # --- helm lint and Kubernetes schemas ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values", [None, PRODUCTION_VALUES], ids=["default", "production"])
-def test_helm_lint_is_clean(values: Path | None) -> None:
-    extra = ["-f", str(values)] if values else []
+@pytest.mark.parametrize(
+    "values",
+    [[], [PRODUCTION_VALUES], [PRODUCTION_VALUES, FLEET_VALUES]],
+    ids=["default", "production", "fleet"],
+)
+def test_helm_lint_is_clean(values: list[Path]) -> None:
+    extra = [arg for path in values for arg in ("-f", str(path))]
     code, output = helm("lint", CHART, "--strict", "--namespace", NAMESPACE, *extra)
     assert code == 0, output
     assert "0 chart(s) failed" in output
@@ -149,9 +188,9 @@ def test_helm_lint_is_clean(values: Path | None) -> None:
 
 @pytest.mark.parametrize("kubernetes_version", KUBERNETES_VERSIONS)
 def test_every_object_validates_strictly_against_kubernetes(
-    objects: list[dict[str, Any]], kubernetes_version: str, tmp_path: Path
+    every_rendering: list[dict[str, Any]], kubernetes_version: str, tmp_path: Path
 ) -> None:
-    core = [o for o in objects if o["kind"] not in CRD_KINDS]
+    core = [o for o in every_rendering if o["kind"] not in CRD_KINDS]
     manifest = tmp_path / "rendered.yaml"
     manifest.write_text(yaml.safe_dump_all(core), encoding="utf-8")
     result = run([tool("kubernetes-validate"), "--strict", "-k", kubernetes_version, manifest])
@@ -253,17 +292,13 @@ def test_zero_replicas_stop_the_connector() -> None:
     assert one(render("--set", "replicaCount=0"), "Deployment")["spec"]["replicas"] == 0
 
 
-def test_two_replicas_are_refused_by_the_values_schema() -> None:
+def test_two_replicas_without_the_fleet_are_refused_with_the_reason() -> None:
+    """The template's check, not the schema's, answers: its message says why and what to do
+    (tests/deploy/test_helm_fleet.py has the replicas a fleet allows)."""
     output = render_error("--set", "replicaCount=2")
-    assert "replicaCount" in output
-    assert "less than or equal to 1" in output or "maximum" in output
-
-
-def test_two_replicas_are_refused_by_the_template_too() -> None:
-    """Without schema validation the template's own check gives the reason."""
-    output = render_error("--set", "replicaCount=2", "--skip-schema-validation")
-    assert "replicaCount is 2" in output
+    assert "replicaCount is 2, but config.fleet.enabled is not set" in output
     assert "transactional.id fences the first" in output
+    assert "Set config.fleet.enabled: true" in output
 
 
 def test_no_access_key_in_values() -> None:

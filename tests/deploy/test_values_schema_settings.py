@@ -18,7 +18,7 @@ import pytest
 from pydantic import AnyHttpUrl, BaseModel, SecretStr, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
-from cdr_connector.config import Settings
+from cdr_connector.config import PollSettings, Settings
 from tests.deploy.conftest import CHART, _model_of
 
 SCHEMA = CHART / "values.schema.json"
@@ -32,6 +32,7 @@ JSON_TYPES: dict[Any, set[str]] = {
     int: {"integer"},
     float: {"number", "integer"},
     tuple: {"array"},
+    list: {"array"},
     dict: {"object"},
 }
 
@@ -44,7 +45,8 @@ def _schema() -> dict[str, Any]:
 def mirrored(
     node: dict[str, Any], model: type[BaseModel], path: str = ""
 ) -> Iterator[tuple[str, Any, FieldInfo]]:
-    """(key, schema of the key, model field) of every setting the schema names under `node`."""
+    """(key, schema of the key, model field) of every setting the schema names under `node`;
+    the settings of a list of sections (`sources`) as `sources[].name`."""
     for name, sub in node.get("properties", {}).items():
         key = f"{path}{name}"
         assert name in model.model_fields, f"values.schema.json names {key}, not a setting"
@@ -54,7 +56,18 @@ def mirrored(
             if isinstance(sub, dict):
                 yield from mirrored(sub, annotation, f"{key}.")
             continue
+        item = _section_of_list(annotation)
+        if item is not None and isinstance(sub, dict) and "items" in sub:
+            yield from mirrored(sub["items"], item, f"{key}[].")
         yield key, sub, field
+
+
+def _section_of_list(annotation: Any) -> type[BaseModel] | None:
+    """`list[Section]` -> Section; None for anything else."""
+    if typing.get_origin(annotation) is not list:
+        return None
+    (item,) = typing.get_args(annotation)
+    return item if isinstance(item, type) and issubclass(item, BaseModel) else None
 
 
 def _bounds(field: FieldInfo) -> tuple[float, float]:
@@ -108,6 +121,19 @@ def test_every_mirrored_setting_agrees_with_the_model() -> None:
     assert len(found) >= 10, "the schema mirrors fewer settings than it did"
     problems = [problem for key, sub, field in found for problem in _check(key, sub, field)]
     assert problems == []
+
+
+def test_sources_and_fleet_are_mirrored_to_their_settings() -> None:
+    keys = {key for key, _, _ in mirrored(_schema()["properties"]["config"], Settings)}
+    assert {"sources", "sources[].name", "sources[].appid", "sources[].poll"} <= keys
+    assert {"sources[].filters.extnumber", "fleet.enabled", "fleet.session_timeout_seconds"} <= keys
+
+
+def test_a_sources_poll_overrides_are_the_keys_of_poll() -> None:
+    """The connector validates `sources[].poll` as `[poll]`: the schema lets no other key in."""
+    sources = _schema()["properties"]["config"]["properties"]["sources"]
+    allowed = sources["items"]["properties"]["poll"]["propertyNames"]["enum"]
+    assert allowed == list(PollSettings.model_fields)
 
 
 def test_the_schema_lists_every_section_of_the_model() -> None:

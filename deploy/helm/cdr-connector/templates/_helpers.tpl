@@ -32,7 +32,9 @@ app.kubernetes.io/version: {{ include "cdr-connector.imageTag" . | trunc 63 | tr
 app.kubernetes.io/component: connector
 app.kubernetes.io/part-of: cdr-connector
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- if not .Values.config.sources }}
 cdr-connector/source: {{ include "cdr-connector.sourceName" . | quote }}
+{{- end }}
 {{- with .Values.commonLabels }}
 {{ toYaml . }}
 {{- end }}
@@ -179,6 +181,9 @@ Integral numbers in Helm values are float64 (YAML goes through JSON); TOML would
 {{- if and (eq (kindOf .) "float64") (eq . (floor .)) }}
 {{- $items = append $items (int64 .) }}
 {{- else }}
+{{- if kindIs "map" . }}
+{{- include "cdr-connector.intify" . }}
+{{- end }}
 {{- $items = append $items . }}
 {{- end }}
 {{- end }}
@@ -189,13 +194,20 @@ Integral numbers in Helm values are float64 (YAML goes through JSON); TOML would
 
 {{/*
 settings.toml: values.config with what the chart owns filled in: the access key file of the
-mounted Secret, and the listener on every interface (the kubelet probes the pod's IP).
+mounted Secret (of each source's, with config.sources, which then take config.source's shared
+keys: see _sources.tpl), and the listener on every interface (the kubelet probes the pod's IP).
 */}}
 {{- define "cdr-connector.settingsToml" -}}
 {{- $config := deepCopy .Values.config }}
+{{- if .Values.config.sources }}
+{{- $_ := set $config "sources" (include "cdr-connector.sources" . | fromJsonArray) }}
+{{- $_ := unset $config "source" }}
+{{- else }}
+{{- $_ := unset $config "sources" }}
 {{- $source := get $config "source" | default dict }}
 {{- $_ := set $source "accesskey_file" (include "cdr-connector.accesskeyFile" .) }}
 {{- $_ := set $config "source" $source }}
+{{- end }}
 {{- $http := get $config "http" | default dict }}
 {{- $_ := set $http "host" (get $http "host" | default "0.0.0.0") }}
 {{- $_ := set $http "port" (include "cdr-connector.httpPort" . | int) }}
@@ -206,9 +218,7 @@ mounted Secret, and the listener on every interface (the kubelet probes the pod'
 
 {{/* Refuse what would break the connector's guarantees, with a message that says why. */}}
 {{- define "cdr-connector.validate" -}}
-{{- if gt (int .Values.replicaCount) 1 }}
-{{- fail (printf "replicaCount is %d, but cdr-connector runs one active instance per source: a second pod with the same transactional.id fences the first, and they would take turns crashing. Keep replicaCount at 1 (0 to stop it); for more throughput raise config.poll.concurrency, for more vendor accounts install one release per source." (int .Values.replicaCount)) }}
-{{- end }}
+{{- include "cdr-connector.validateSources" . }}
 {{- if not .Values.credentials.existingSecret }}
 {{- fail "credentials.existingSecret is required: the name of a Secret in the release's namespace whose key credentials.accesskeyKey (default \"accesskey\") holds the vendor access key (kubectl create secret generic cdr-vendor --from-literal=accesskey=...)" }}
 {{- end }}
@@ -226,7 +236,7 @@ mounted Secret, and the listener on every interface (the kubelet probes the pod'
 {{- end }}
 {{- end }}
 {{- end }}
-{{- if and (not $source.appid) (not .Values.credentials.appidKey) }}
+{{- if and (not .Values.config.sources) (not $source.appid) (not .Values.credentials.appidKey) }}
 {{- fail "config.source.appid is required (or credentials.appidKey to read it from the Secret)" }}
 {{- end }}
 {{- $_ := include "cdr-connector.terminationGracePeriodSeconds" . }}
