@@ -265,7 +265,7 @@ def _produce_plain(
 ) -> dict[str, Any]:
     from confluent_kafka import Producer
 
-    from cdr_connector.kafka_sink import producer_config
+    from cdr_connector.kafka_clients import producer_config
 
     config = producer_config(_settings(bootstrap, topic))
     del config["transactional.id"], config["transaction.timeout.ms"], config["logger"]
@@ -361,7 +361,7 @@ def _loop(
 
     from cdr_connector.avro import SingleObjectEncoder
     from cdr_connector.bill_writer import BillWriter
-    from cdr_connector.kafka_sink import producer_config
+    from cdr_connector.kafka_clients import producer_config
     from cdr_connector.records import RecordContext
 
     config = producer_config(_settings(bootstrap, topic))

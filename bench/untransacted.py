@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from cdr_connector import app
 from cdr_connector.__main__ import main
 from cdr_connector.errors import KafkaTransientError
-from cdr_connector.kafka_sink import OutgoingMessage, TransactionalSink, producer_config
+from cdr_connector.kafka_clients import producer_config
+from cdr_connector.kafka_sink import OutgoingMessage, TransactionalSink
 
 
 class UntransactedSink(TransactionalSink):

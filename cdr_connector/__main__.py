@@ -108,7 +108,7 @@ def _add_config_argument(parser: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace) -> Settings:
     """The validated settings, librdkafka's view of them included; raises ConfigError."""
     from cdr_connector.config import load_settings
-    from cdr_connector.kafka_sink import validate_client_config
+    from cdr_connector.kafka_clients import validate_client_config
     from cdr_connector.logs import configure_logging
 
     settings = load_settings(args.config)

@@ -8,15 +8,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
-
 from cdr_connector.api import VendorApiClient
 from cdr_connector.avro import build_encoder
 from cdr_connector.config import Settings
 from cdr_connector.errors import CdrConnectorError
-from cdr_connector.kafka_sink import admin_config
 from cdr_connector.redaction import Redactor, without_userinfo
+from cdr_connector.topics import survey_topics
 
 
 async def run_checks(settings: Settings, *, out: Callable[[str], None] = print) -> int:
@@ -50,21 +47,12 @@ async def _check_login(settings: Settings, redactor: Redactor) -> str:
 
 def _check_kafka(settings: Settings) -> str:
     kafka = settings.kafka
-    try:
-        admin = AdminClient(admin_config(settings))
-        topics = admin.list_topics(timeout=min(10.0, kafka.operation_timeout_seconds)).topics
-    except KafkaException as exc:
-        raise CdrConnectorError(
-            f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc.args[0].str()}"
-        ) from exc
-    wanted = (kafka.topic, kafka.dead_letter_topic, kafka.state_topic)
-    missing = [t for t in wanted if t not in topics]
-    if missing and not kafka.create_topics:
-        raise CdrConnectorError(
-            f"topic(s) {', '.join(missing)} missing and kafka.create_topics is false"
-        )
+    # The same survey the connector makes at start-up, with a shorter wait for an answer.
+    survey = survey_topics(settings, timeout=min(10.0, kafka.operation_timeout_seconds))
+    survey.require_creatable()
+    missing = survey.missing_names
     note = f"; {', '.join(missing)} will be created" if missing else ""
-    return f"reached {kafka.bootstrap_servers}, topics {', '.join(wanted)}{note}"
+    return f"reached {kafka.bootstrap_servers}, topics {', '.join(survey.wanted_names)}{note}"
 
 
 def _check_encoder(settings: Settings) -> str:

@@ -20,29 +20,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka import KafkaError as LibKafkaError
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
 from cdr_connector import metrics
 from cdr_connector.config import Settings
 from cdr_connector.errors import (
-    ConfigError,
     KafkaFatalError,
     KafkaTransientError,
     ProducerFencedError,
     TopicMissingError,
     TransactionAbortRequiredError,
 )
+from cdr_connector.kafka_clients import new_consumer, producer_config
+from cdr_connector.topics import ensure_topics
+
+# ensure_topics lives in `topics`; it stays importable from here for the wiring that uses it.
+__all__ = ["OutgoingMessage", "Sink", "TransactionalSink", "ensure_topics", "read_latest_state"]
 
 log = logging.getLogger(__name__)
-_LIBRDKAFKA_LOG = logging.getLogger("cdr_connector.librdkafka")
 T = TypeVar("T")
 
 # Aborting and flushing at close happen inside the shutdown bound, so they get little time.
@@ -65,101 +65,6 @@ class OutgoingMessage(NamedTuple):
     value: bytes
     headers: list[tuple[str, str | bytes | None]]
     timestamp_ms: int = 0
-
-
-def producer_config(settings: Settings) -> dict[str, Any]:
-    kafka = settings.kafka
-    timeout_ms = int(kafka.transaction_timeout_seconds * 1000)
-    config: dict[str, Any] = {
-        "bootstrap.servers": kafka.bootstrap_servers,
-        "client.id": f"cdr-connector-{settings.source.name}",
-        "transactional.id": settings.transactional_id,
-        "enable.idempotence": True,
-        "acks": "all",
-        "compression.type": kafka.compression,
-        # Java clients (Kafka Streams, ksqlDB) hash keys with murmur2: agree with them.
-        "partitioner": "murmur2_random",
-        "transaction.timeout.ms": timeout_ms,
-        # A message must time out before its transaction does, or the broker aborts first.
-        "message.timeout.ms": max(1000, timeout_ms - 5000),
-        "queue.buffering.max.messages": kafka.queue_max_messages,
-        "queue.buffering.max.kbytes": kafka.queue_max_kbytes,
-        "linger.ms": 5,
-        "delivery.report.only.error": True,
-        # librdkafka's own lines go through logging, so stdout stays JSON lines.
-        "logger": _LIBRDKAFKA_LOG,
-    }
-    config.update(kafka.client_config)
-    return config
-
-
-def consumer_config(settings: Settings, group_suffix: str) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka.bootstrap_servers,
-        "group.id": f"cdr-connector-{settings.source.name}-{group_suffix}",
-        "isolation.level": "read_committed",
-        "enable.auto.commit": False,
-        "enable.partition.eof": True,
-        "auto.offset.reset": "earliest",
-        "logger": _LIBRDKAFKA_LOG,
-    }
-    config.update(settings.kafka.client_config)
-    return config
-
-
-def admin_config(settings: Settings) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka.bootstrap_servers,
-        "logger": _LIBRDKAFKA_LOG,
-    }
-    config.update(settings.kafka.client_config)
-    return config
-
-
-# Not a child of the logging tree: nothing it gets reaches a handler.
-_SILENT_LOG = logging.Logger("cdr_connector.librdkafka.config-check")
-_SILENT_LOG.addHandler(logging.NullHandler())
-_CLIENT_FAILED = re.compile(r"^Failed to create (producer|consumer): ")
-_SASL_MECHANISMS = "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER"
-
-
-def validate_client_config(settings: Settings) -> None:
-    """Build the producer's and the consumer's librdkafka configuration without connecting.
-
-    librdkafka checks every property (known, of the right type, in range, consistent with the
-    others: a SASL mechanism it was built with, readable certificates) when a client is created,
-    and only a client can be created to ask it. Made without `bootstrap.servers`, the clients
-    never contact a broker. A refusal, nearly always from `kafka.client_config`, raises
-    ConfigError naming it, so start-up stops with one line instead of a traceback.
-    """
-    makers: tuple[tuple[Callable[[dict[str, Any]], Any], dict[str, Any]], ...] = (
-        (Producer, producer_config(settings)),
-        (Consumer, consumer_config(settings, "config-check")),
-    )
-    client_config = settings.kafka.client_config
-    for make, config in makers:
-        config.pop("bootstrap.servers", None)
-        if "logger" not in client_config:
-            config["logger"] = _SILENT_LOG  # not even a warning about the missing brokers
-        try:
-            client = make(config)
-        except KafkaException as exc:
-            raise ConfigError(_describe_refusal(exc.args[0].str(), client_config)) from None
-        except (TypeError, ValueError) as exc:  # a Python-side property given a string
-            raise ConfigError(_describe_refusal(str(exc), client_config)) from None
-        if isinstance(client, Consumer):
-            client.close()
-
-
-def _describe_refusal(reason: str, client_config: Mapping[str, str]) -> str:
-    """librdkafka's reason, without the values of client_config (a secret may be misplaced)."""
-    reason = _CLIENT_FAILED.sub("", reason.strip())
-    for value in client_config.values():
-        if len(value) >= 4 and value.lower() not in ("true", "false") and not value.isdigit():
-            reason = re.sub(rf"(?<![\w.-]){re.escape(value)}(?![\w.-])", "(hidden)", reason)
-    if "SASL mechanism GSSAPI" in reason and "sasl.mechanism" not in client_config:
-        reason += f"; set sasl.mechanism ({_SASL_MECHANISMS}): Kerberos is not built in"
-    return f"invalid settings: kafka.client_config: librdkafka refuses it: {reason}"
 
 
 class Sink(Protocol):
@@ -331,60 +236,6 @@ def _convert(exc: KafkaException, doing: str) -> Exception:
     return KafkaTransientError(detail)
 
 
-# --- topics -----------------------------------------------------------------------------------
-
-
-def ensure_topics(settings: Settings, admin: AdminClient | None = None) -> None:
-    """Check that the data, dead-letter and state topics exist, creating them if allowed.
-
-    Blocking: call it from a thread.
-    """
-    kafka = settings.kafka
-    if admin is None:
-        admin = AdminClient(admin_config(settings))
-    try:
-        existing = set(admin.list_topics(timeout=kafka.operation_timeout_seconds).topics)
-    except KafkaException as exc:
-        raise KafkaTransientError(
-            f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc.args[0].str()}"
-        ) from exc
-    wanted = _topic_specs(settings)
-    missing = [spec for spec in wanted if spec.topic not in existing]
-    if not missing:
-        return
-    if not kafka.create_topics:
-        names = ", ".join(spec.topic for spec in missing)
-        raise TopicMissingError(
-            f"topic(s) {names} do not exist and kafka.create_topics is false: create them "
-            "(see deploy/topics) or set kafka.create_topics = true"
-        )
-    futures = admin.create_topics(missing, operation_timeout=kafka.operation_timeout_seconds)
-    for topic, future in futures.items():
-        try:
-            future.result()
-            log.info("created topic %s", topic)
-        except KafkaException as exc:
-            if exc.args[0].code() != LibKafkaError.TOPIC_ALREADY_EXISTS:
-                raise KafkaTransientError(
-                    f"cannot create topic {topic}: {exc.args[0].str()}"
-                ) from exc
-
-
-def _topic_specs(settings: Settings) -> list[NewTopic]:
-    kafka = settings.kafka
-    retention = {"retention.ms": str(kafka.retention_ms)}
-    return [
-        NewTopic(kafka.topic, kafka.partitions, kafka.replication_factor, config=retention),
-        NewTopic(
-            kafka.dead_letter_topic, kafka.partitions, kafka.replication_factor, config=retention
-        ),
-        # One partition keeps every source's latest state in one place to read at start-up.
-        NewTopic(
-            kafka.state_topic, 1, kafka.replication_factor, config={"cleanup.policy": "compact"}
-        ),
-    ]
-
-
 # --- state ------------------------------------------------------------------------------------
 
 
@@ -394,7 +245,7 @@ def read_latest_state(settings: Settings, key: bytes) -> bytes | None:
     Called only after `init_transactions`, which aborted any transaction an older instance left
     open, so the end of the topic is the last committed state. Blocking: call it from a thread.
     """
-    consumer = Consumer(consumer_config(settings, "state"))
+    consumer = new_consumer(settings, "state")
     topic = settings.kafka.state_topic
     try:
         metadata = consumer.list_topics(topic, timeout=settings.kafka.operation_timeout_seconds)

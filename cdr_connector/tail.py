@@ -8,13 +8,13 @@ import uuid
 from typing import Any, TextIO
 
 import orjson
-from confluent_kafka import Consumer, KafkaException
 from confluent_kafka import KafkaError as LibKafkaError
+from confluent_kafka import KafkaException
 
 from cdr_connector.avro import decode, registry_client
 from cdr_connector.config import Settings
 from cdr_connector.errors import KafkaTransientError
-from cdr_connector.kafka_sink import consumer_config
+from cdr_connector.kafka_clients import new_consumer
 
 
 def tail(
@@ -27,12 +27,13 @@ def tail(
     out: TextIO = sys.stdout,
 ) -> int:
     """Print records until interrupted, `max_records` were printed, or the topic stays idle."""
-    config = consumer_config(settings, f"tail-{uuid.uuid4().hex[:8]}")
-    config["auto.offset.reset"] = "earliest" if from_beginning else "latest"
-    config["enable.partition.eof"] = False
-    # Notice a topic the connector creates after `tail` started within a second.
-    config["topic.metadata.refresh.interval.ms"] = 1000
-    consumer = Consumer(config)
+    purpose = {
+        "auto.offset.reset": "earliest" if from_beginning else "latest",
+        "enable.partition.eof": False,
+        # Notice a topic the connector creates after `tail` started within a second.
+        "topic.metadata.refresh.interval.ms": 1000,
+    }
+    consumer = new_consumer(settings, f"tail-{uuid.uuid4().hex[:8]}", purpose)
     topic = settings.kafka.dead_letter_topic if dead_letters else settings.kafka.topic
     registry = registry_client(settings)
     printed = 0

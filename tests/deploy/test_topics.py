@@ -1,5 +1,5 @@
 """deploy/topics: the Strimzi KafkaTopics and KafkaUser, create-topics.sh and acls.sh agree with
-each other, with the topics the connector itself would create (`kafka_sink._topic_specs`), with
+each other, with the topics the connector itself would create (`topics.topic_specs`), with
 the names it derives from its settings, and with the Helm chart's production example.
 
 The scripts run for real, with kafka-topics.sh / kafka-acls.sh replaced by a stub that records
@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from cdr_connector.config import Settings, load_settings
-from cdr_connector.kafka_sink import _topic_specs, consumer_config
+from cdr_connector.kafka_clients import consumer_config
+from cdr_connector.topics import topic_specs
 from tests.deploy.conftest import CHART, DEPLOY, run
 
 TOPICS = DEPLOY / "topics"
@@ -44,7 +45,7 @@ def defaults() -> dict[str, dict[str, Any]]:
             "replicas": spec.replication_factor,
             "config": dict(spec.config),
         }
-        for spec in _topic_specs(settings)
+        for spec in topic_specs(settings)
     }
 
 

@@ -9,14 +9,18 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from cdr_connector.__main__ import main
 from cdr_connector.app import Connector
 from cdr_connector.checks import run_checks
 from cdr_connector.config import Settings
+from cdr_connector.errors import TopicMissingError
 from cdr_connector.simulator import RunningSimulator, SimulatorConfig, running_simulator
 from cdr_connector.tail import tail
+from cdr_connector.topics import ensure_topics
 from tests.integration.harness import SCHEMA_FILE, admin_post, free_port, wait_for_records
+from tests.kafka_helpers import create_topics
 
 
 def make_settings(
@@ -65,6 +69,36 @@ async def test_check_passes_with_a_line_per_check(
     ]
     assert "will be created" in lines[1]
     assert sim.state.stats()["records"]["unqueried"] == 40, "check must not consume records"
+
+
+async def test_check_and_start_up_agree_on_which_topics_are_missing(
+    sim: RunningSimulator,
+    kafka_bootstrap: str,
+    admin: AdminClient,
+    unique_topic: Callable[[str], str],
+) -> None:
+    allowed = make_settings(sim, kafka_bootstrap, unique_topic)
+    refused = allowed.model_copy(
+        update={"kafka": allowed.kafka.model_copy(update={"create_topics": False})}
+    )
+    kafka = allowed.kafka
+    create_topics(admin, [kafka.topic])
+    lines: list[str] = []
+    assert await run_checks(allowed, out=lines.append) == 0
+    assert lines[1].endswith(f"; {kafka.dead_letter_topic}, {kafka.state_topic} will be created")
+
+    with pytest.raises(TopicMissingError) as start_up:
+        await asyncio.to_thread(ensure_topics, refused)
+    lines.clear()
+    assert await run_checks(refused, out=lines.append) == 1
+    assert lines[1] == f"FAIL Kafka and topics: {start_up.value}"
+    assert f"topic(s) {kafka.dead_letter_topic}, {kafka.state_topic} do not exist" in lines[1]
+
+    await asyncio.to_thread(ensure_topics, allowed)
+    lines.clear()
+    assert await run_checks(refused, out=lines.append) == 0
+    wanted = f"{kafka.topic}, {kafka.dead_letter_topic}, {kafka.state_topic}"
+    assert lines[1] == f"ok   Kafka and topics: reached {kafka_bootstrap}, topics {wanted}"
 
 
 async def test_check_fails_naming_what_to_fix(

@@ -9,7 +9,7 @@ import pytest
 
 from cdr_connector.config import Settings
 from cdr_connector.errors import ConfigError
-from cdr_connector.kafka_sink import validate_client_config
+from cdr_connector.kafka_clients import validate_client_config
 
 
 def settings(client_config: dict[str, str], **kafka: Any) -> Settings:

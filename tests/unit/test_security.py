@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
-from cdr_connector import kafka_sink
+from cdr_connector import kafka_clients, topics
 from cdr_connector.api import VendorApiClient, tls_option
 from cdr_connector.config import PollSettings, Settings, SourceSettings, load_settings
-from cdr_connector.errors import ApiTransientError, ConfigError
+from cdr_connector.errors import ApiTransientError, ConfigError, KafkaTransientError
 from tests.integration.harness import free_port
 from tests.unit.test_api_client import write_self_signed_certificate
 
@@ -54,7 +55,7 @@ def settings(**kafka: Any) -> Settings:
 
 
 def test_sasl_and_ssl_settings_reach_the_producer_unchanged() -> None:
-    config = kafka_sink.producer_config(settings(client_config=SECURITY))
+    config = kafka_clients.producer_config(settings(client_config=SECURITY))
     assert {key: config[key] for key in SECURITY} == SECURITY
     # and the guarantees are still the connector's own
     assert config["enable.idempotence"] is True
@@ -66,7 +67,7 @@ def test_sasl_and_ssl_settings_reach_the_state_consumer_and_the_topic_admin(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     current = settings(client_config=SECURITY)
-    consumer = kafka_sink.consumer_config(current, "state")
+    consumer = kafka_clients.consumer_config(current, "state")
     assert {key: consumer[key] for key in SECURITY} == SECURITY
     assert consumer["isolation.level"] == "read_committed"
 
@@ -77,13 +78,11 @@ def test_sasl_and_ssl_settings_reach_the_state_consumer_and_the_topic_admin(
             seen.append(config)
 
         def list_topics(self, timeout: float) -> Any:
-            raise kafka_sink.KafkaException(
-                kafka_sink.LibKafkaError(kafka_sink.LibKafkaError._TRANSPORT)
-            )
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT))
 
-    monkeypatch.setattr(kafka_sink, "AdminClient", RecordingAdmin)
-    with pytest.raises(kafka_sink.KafkaTransientError, match="cannot reach Kafka"):
-        kafka_sink.ensure_topics(current)
+    monkeypatch.setattr(kafka_clients, "AdminClient", RecordingAdmin)
+    with pytest.raises(KafkaTransientError, match="cannot reach Kafka"):
+        topics.ensure_topics(current)
     assert [{key: config[key] for key in SECURITY} for config in seen] == [SECURITY]
 
 
