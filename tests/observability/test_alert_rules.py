@@ -105,13 +105,20 @@ def test_promtool_unit_tests_pass(promtool: Path) -> None:
     assert "SUCCESS" in result.stdout
 
 
+def promtool_test_of_changed_rules(
+    promtool: Path, tmp_path: Path, old: str, new: str
+) -> subprocess.CompletedProcess[str]:
+    """The unit tests run against alerts.yml with its one `old` replaced by `new`."""
+    text = ALERTS.read_text(encoding="utf-8")
+    assert text.count(old) == 1, old
+    (tmp_path / "alerts.yml").write_text(text.replace(old, new), encoding="utf-8")
+    shutil.copy(ALERTS_TEST, tmp_path / "alerts_test.yml")
+    return promtool_run(promtool, "test", "rules", tmp_path / "alerts_test.yml")
+
+
 def test_promtool_unit_tests_fail_when_a_threshold_changes(promtool: Path, tmp_path: Path) -> None:
     """The unit tests pin the thresholds: the stall alert at 25 minutes instead of 10 fails."""
-    text = ALERTS.read_text(encoding="utf-8")
-    assert text.count("> 600)") == 1
-    (tmp_path / "alerts.yml").write_text(text.replace("> 600)", "> 1500)"), encoding="utf-8")
-    shutil.copy(ALERTS_TEST, tmp_path / "alerts_test.yml")
-    result = promtool_run(promtool, "test", "rules", tmp_path / "alerts_test.yml")
+    result = promtool_test_of_changed_rules(promtool, tmp_path, "> 600)", "> 1500)")
     assert result.returncode != 0
     assert "CdrConnectorStalled" in result.stdout + result.stderr
 
@@ -119,14 +126,20 @@ def test_promtool_unit_tests_fail_when_a_threshold_changes(promtool: Path, tmp_p
 def test_promtool_unit_tests_fail_without_the_absent_guard(promtool: Path, tmp_path: Path) -> None:
     """A vanished target (pod deleted or Pending) leaves no `up` series at all: without the
     absent() term CdrConnectorDown would stay quiet, and its unit test says so."""
-    text = ALERTS.read_text(encoding="utf-8")
     guard = '\n          or absent(up{job=~".*cdr-connector.*"})'
-    assert text.count(guard) == 1
-    (tmp_path / "alerts.yml").write_text(text.replace(guard, ""), encoding="utf-8")
-    shutil.copy(ALERTS_TEST, tmp_path / "alerts_test.yml")
-    result = promtool_run(promtool, "test", "rules", tmp_path / "alerts_test.yml")
+    result = promtool_test_of_changed_rules(promtool, tmp_path, guard, "")
     assert result.returncode != 0
     assert "target that vanished" in result.stdout + result.stderr
+
+
+def test_promtool_unit_tests_fail_when_unowned_sources_alert_after_a_takeover(
+    promtool: Path, tmp_path: Path
+) -> None:
+    """A takeover (a session timeout and a rebalance) leaves a source unowned for a while: a
+    shorter wait than 2 minutes would page on it, and the quiet case says so."""
+    result = promtool_test_of_changed_rules(promtool, tmp_path, "for: 2m", "for: 1m")
+    assert result.returncode != 0
+    assert "a takeover within 2 minutes" in result.stdout + result.stderr
 
 
 def test_every_alert_is_tested_firing_and_quiet() -> None:
