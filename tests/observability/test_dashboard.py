@@ -8,7 +8,7 @@ import json
 import re
 from typing import Any
 
-from tests.observability.conftest import DASHBOARD, dashboard_queries
+from tests.observability.conftest import DASHBOARD, dashboard_queries, metric_names
 
 # The process_* metrics carry no `source` label (prometheus_client's process collector): a panel
 # reaches the source's process through the instance that exports the source's build info.
@@ -65,3 +65,39 @@ def test_panel_ids_are_unique_and_panels_do_not_overlap() -> None:
             for y in range(grid["y"], grid["y"] + grid["h"]):
                 assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
                 cells[(x, y)] = panel["title"]
+
+
+# The fleet's panels show the replicas of the selected source's release: a source moves between
+# replicas (instances), but its release (scrape job) stays.
+RELEASE_JOIN = 'on (job) cdr_connector_build_info{source="$source"}'
+FLEET_PANELS = {
+    "Sources owned per replica": {
+        "cdr_connector_fleet_sources_owned",
+        "cdr_connector_fleet_sources_configured",
+    },
+    "Rebalances": {"cdr_connector_fleet_rebalances_total"},
+    "Source readiness": {"cdr_connector_source_ready"},
+}
+
+
+def test_fleet_panels_show_owned_sources_rebalances_and_readiness() -> None:
+    read: dict[str, set[str]] = {}
+    for title, expr in dashboard_queries():
+        read.setdefault(title, set()).update(metric_names(expr))
+    for title, metrics in FLEET_PANELS.items():
+        assert title in read, f"the dashboard has no panel {title!r}"
+        assert metrics <= read[title], f"{title} reads {read[title]}"
+    assert "increase(cdr_connector_fleet_rebalances_total[" in " ".join(
+        expr for title, expr in dashboard_queries() if title == "Rebalances"
+    )
+
+
+def test_every_fleet_query_is_tied_to_the_sources_release() -> None:
+    """The fleet's gauges and counters carry no `source`: without the join a panel would mix
+    every release Prometheus scrapes."""
+    fleet_queries = [
+        (title, expr) for title, expr in dashboard_queries() if "cdr_connector_fleet_" in expr
+    ]
+    assert len(fleet_queries) >= 3
+    for title, expr in fleet_queries:
+        assert RELEASE_JOIN in expr, f"{title}: {expr}"

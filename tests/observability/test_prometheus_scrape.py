@@ -1,5 +1,7 @@
 """A real Prometheus scrapes a running connector (the simulator with live traffic, the real
-broker) and evaluates every query of the dashboard and every alert through its HTTP API.
+broker) and evaluates every query of the dashboard and every alert through its HTTP API. The
+connector runs as a fleet of one replica (`fleet.enabled`, a group of its own), which owns its
+one source, so that the fleet's panels and alerts read what a fleet exports.
 
 What "returns data" means here:
 
@@ -41,6 +43,7 @@ from tests.integration.harness import (
     admin_post,
     free_port,
 )
+from tests.kafka_helpers import unique_name
 from tests.observability.conftest import (
     ALERTS,
     DASHBOARD,
@@ -110,15 +113,20 @@ async def stack(
             CDR_POLL__PAGE_SIZE="100",
             CDR_POLL__AUDIT_INTERVAL_SECONDS="2",
             CDR_POLL__AUDIT_SETTLE_SECONDS="60",
+            CDR_FLEET__ENABLED="true",
+            CDR_FLEET__GROUP_ID=unique_name("obs-fleet"),
+            CDR_FLEET__COORDINATION_TOPIC=unique_name("obs-fleet-sources"),
         )
         prometheus: PrometheusServer | None = None
         try:
             await connector.wait_ready(READY_TIMEOUT)
             prometheus = PrometheusServer(scrape_config(connector.http_port), workdir, free_port())
             await prometheus.wait_ready(session)
-            # Seen at zero first, so that Prometheus sees the dead letter as an increase.
+            # The group assigns the source, which then starts; its counters are seen at zero
+            # first, so that Prometheus sees the dead letter as an increase.
+            await wait_for(prometheus, session, "cdr_connector_fleet_sources_owned == 1", 30)
             zero = f'cdr_connector_records_dead_lettered_total{{source="{SOURCE}"}} == 0'
-            await wait_for(prometheus, session, zero, timeout=10)
+            await wait_for(prometheus, session, zero, timeout=30)
             await inject_poison(sim)
             await wait_for_history(prometheus, session)
             yield Stack(prometheus, connector, session, await scrape(session, connector.http_port))
