@@ -9,6 +9,7 @@ one name, a key in values) fails the render with the reason.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import yaml
 
 from tests.deploy import test_helm_chart
 from tests.deploy.test_helm_chart import (
+    CHART,
     FLEET_VALUES,
     PRODUCTION_VALUES,
     container,
@@ -251,3 +253,20 @@ def test_a_sources_proxy_port_replaces_its_vendor_port(tmp_path: Path) -> None:
     rules = one(render("-f", values_file(tmp_path, values)), "NetworkPolicy")["spec"]["egress"]
     vendor = next(r for r in rules if {"ipBlock": {"cidr": "192.0.2.0/24"}} in r.get("to", []))
     assert sorted(p["port"] for p in vendor["ports"]) == [3128, 8080]
+
+
+def test_the_chart_readmes_example_renders_and_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The values example of the chart README's "Many accounts" is a release that works."""
+    section = (CHART / "README.md").read_text(encoding="utf-8").split("\n## Many accounts\n")[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block, "the chart README's 'Many accounts' has no values example"
+    objects = render("-f", values_file(tmp_path, yaml.safe_load(block.group(1))))
+    settings = load_rendered_settings(objects, tmp_path, monkeypatch)
+    by_name = {each.source.name: each for each in settings.per_source()}
+    assert sorted(by_name) == ["acme-bj", "acme-sh", "globex"]
+    assert by_name["acme-bj"].poll.concurrency == 2
+    assert by_name["globex"].source.timezone == by_name["acme-sh"].source.timezone
+    assert one(objects, "Deployment")["spec"]["replicas"] == 3
+    assert one(objects, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
