@@ -242,13 +242,14 @@ def simulator(
     log_path = OUT_DIR / "logs" / f"{name}.simulator.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
+        # Only when asked for: revisions from before `--accounts` are measured too.
+        several = ["--accounts", str(accounts)] if accounts != 1 else []
         process = subprocess.Popen(
             [
                 sys.executable, "-m", "cdr_connector.simulator.cli",
                 "--port", "0", "--appid", APPID, "--accesskey", ACCESSKEY,
                 "--backlog", str(backlog), "--backlog-span", "3600",
-                "--rate", str(rate), "--latency-ms", str(latency_ms),
-                "--accounts", str(accounts),
+                "--rate", str(rate), "--latency-ms", str(latency_ms), *several,
             ],
             stdout=log, stderr=subprocess.STDOUT, cwd=source_root(),
         )  # fmt: skip
