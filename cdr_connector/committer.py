@@ -106,6 +106,8 @@ class Committer:
         self._status = status
         self._stop = stop
         self._state = CheckpointState(source=self._source)
+        self._state_known = True
+        """False after a failed transaction, until the state is read back."""
 
     @property
     def state(self) -> CheckpointState:
@@ -126,6 +128,7 @@ class Committer:
             log.warning("the state's newest end time is in the future; freshness starts anew")
             state.newest_end_ms = 0
         self._state = state
+        self._state_known = True
         self._parts.recorder.state_changed(state)
 
     def freshness_lag(self) -> float:
@@ -158,13 +161,19 @@ class Committer:
         """
         failures = 0
         while True:
+            reading_back = not self._state_known
             try:
+                if reading_back:
+                    await self.load_state()
                 return await self._attempt(batches)
-            except CdrConnectorError:
-                raise
             except Exception as exc:  # the process must outlive a bug
+                if isinstance(exc, CdrConnectorError) and self._state_known:
+                    raise
+                # Until the state is read back, the one in memory may hold the ids of the
+                # failed transaction: a retry against it would drop them as duplicates.
+                self._state_known = False
                 failures += 1
-                await self._after_failure(exc, failures)
+                await self._after_failure(exc, failures, reading_back)
                 if self._stop.is_set():
                     log.error("stopping with %d uncommitted batch(es)", len(batches))
                     return []
@@ -269,23 +278,27 @@ class Committer:
                 self._status.failure = self._parts.redactor(str(exc))
                 raise
 
-    async def _after_failure(self, error: Exception, failures: int) -> None:
+    async def _after_failure(self, error: Exception, failures: int, reading_back: bool) -> None:
         self._parts.recorder.commit_failed()
         delay = self._backoff.delay(failures)
-        log.error(
-            "a transaction failed unexpectedly (%s: %s); it is aborted, the state read back "
-            "and the batch tried again in %.1f s",
-            type(error).__name__,
-            error,
-            delay,
-            exc_info=error,
-        )
+        if reading_back:
+            log.error(
+                "reading the state back failed too (%s); the batch waits for it, trying again "
+                "in %.1f s",
+                error,
+                delay,
+            )
+        else:
+            log.error(
+                "a transaction failed unexpectedly (%s: %s); it is aborted, the state read "
+                "back and the batch tried again in %.1f s",
+                type(error).__name__,
+                error,
+                delay,
+                exc_info=error,
+            )
         if self._brake.commit_failed(error):
             self._on_brake()
-        try:
-            await self.load_state()
-        except Exception as exc:  # tried again with the batch
-            log.error("reading the state back failed too (%s)", exc)
         await sleep_unless(self._parts.clock, delay, self._stop)
 
     def _on_brake(self) -> None:

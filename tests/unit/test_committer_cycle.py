@@ -181,12 +181,6 @@ async def test_a_state_that_cannot_be_read_back_is_logged(
     assert "reading the state back failed too (the state topic is away)" in caplog.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: when the state cannot be read back after a failed transaction, the "
-    "state in memory still holds the ids of the batch that never committed, so the retry "
-    "drops them as duplicates and their records are never published",
-)
 async def test_a_batch_retried_after_a_failed_read_back_is_still_published() -> None:
     rig = Rig(sink=Broken(times=1))
     rig.read_failures = [RuntimeError("the state topic is away")]
