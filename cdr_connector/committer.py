@@ -315,18 +315,22 @@ class Committer:
         if summary.produced == 0 and summary.dead_lettered == 0:
             return
         self._parts.recorder.state_changed(self._state)
-        log.info(
-            "committed %d records, %d dead letters, %d duplicates dropped (%s); %d in total",
-            summary.produced,
-            summary.dead_lettered,
-            summary.deduplicated,
-            batch.mode,
-            self._state.committed_total,
-            extra={
-                "event": "commit",
-                "mode": batch.mode,
-                "produced": summary.produced,
-                "dead_lettered": summary.dead_lettered,
-                "deduplicated": summary.deduplicated,
-            },
-        )
+        _log_commit(batch, summary, self._state.committed_total)
+
+
+def _log_commit(batch: FetchedBatch, summary: CommitSummary, total: int) -> None:
+    log.info(
+        "committed %d records, %d dead letters, %d duplicates dropped (%s); %d in total",
+        summary.produced,
+        summary.dead_lettered,
+        summary.deduplicated,
+        batch.mode,
+        total,
+        extra={
+            "event": "commit",
+            "mode": batch.mode,
+            "produced": summary.produced,
+            "dead_lettered": summary.dead_lettered,
+            "deduplicated": summary.deduplicated,
+        },
+    )

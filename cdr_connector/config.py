@@ -527,8 +527,40 @@ class LogSettings(_Section):
     )
 
 
+class SourceEntry(SourceSettings):
+    """One item of `[[sources]]`: a vendor account, and how its polling differs from `[poll]`."""
+
+    poll: dict[str, Any] = Field(
+        default_factory=dict,
+        description="this source's overrides of `[poll]` (any of its keys)",
+    )
+
+
+class FleetSettings(_Section):
+    """Replicas sharing the sources through a Kafka consumer group (off: one replica)."""
+
+    enabled: bool = Field(
+        False,
+        description="share the sources among replicas through a Kafka consumer group; off, "
+        "this process runs every source (one replica only)",
+    )
+    group_id: str = Field(
+        "cdr-connector", description="the consumer group of the replicas that share the sources"
+    )
+    coordination_topic: str = Field(
+        "cdr-connector.sources",
+        description="its partitions stand for the sources (one each, by name order)",
+    )
+    session_timeout_seconds: Annotated[float, Field(ge=6, le=300)] = Field(
+        10.0,
+        description="a replica not heard from for this long loses its sources to the others "
+        "(brokers refuse less than their group.min.session.timeout.ms, 6 s by default)",
+    )
+
+
 class Settings(BaseSettings):
-    """Everything cdr-connector needs to run one source."""
+    """Everything cdr-connector needs to run its sources: `[source]` for one, `[[sources]]` for
+    several. `per_source()` gives the settings each source runs with."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -537,7 +569,15 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    source: SourceSettings
+    source: SourceSettings = Field(
+        description="the one vendor account (given `[[sources]]`: the first of them)"
+    )
+    sources: list[SourceEntry] = Field(
+        default_factory=list,
+        description="several vendor accounts instead of `[source]`: each item takes the keys "
+        "of `[source]` and an optional `poll` table of overrides of `[poll]`",
+    )
+    fleet: FleetSettings = FleetSettings()
     poll: PollSettings = PollSettings()
     brake: BrakeSettings = BrakeSettings()
     kafka: KafkaSettings = KafkaSettings()
@@ -563,9 +603,57 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
         return tuple(sources)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_form_of_sources(cls, data: Any) -> Any:
+        """`[source]` is the one-source shorthand of `[[sources]]`; not both."""
+        if not isinstance(data, dict) or not data.get("sources"):
+            return data
+        if data.get("source"):
+            raise ValueError("give either [source] or [[sources]], not both")
+        first = data["sources"][0]
+        if isinstance(first, dict):
+            data = data | {"source": {k: v for k, v in first.items() if k != "poll"}}
+        return data
+
+    @model_validator(mode="after")
+    def _sources_apart(self) -> Settings:
+        names = [entry.name for entry in self.sources]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"sources.name must be unique; repeated: {', '.join(repeated)}")
+        if len(self.sources) > 1 and self.kafka.transactional_id:
+            raise ValueError(
+                "kafka.transactional_id cannot be set with several sources: each source "
+                "has its own, cdr-connector-<name>"
+            )
+        for index, entry in enumerate(self.sources):
+            try:
+                PollSettings.model_validate(self.poll.model_dump() | entry.poll)
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                    for e in exc.errors(include_input=False, include_url=False)
+                )
+                raise ValueError(f"sources[{index}].poll ({entry.name}): {problems}") from None
+        return self
+
     @property
     def transactional_id(self) -> str:
         return self.kafka.transactional_id or f"cdr-connector-{self.source.name}"
+
+    def per_source(self) -> list[Settings]:
+        """The settings of each source, as if it were the only one: its `[source]`, and
+        `[poll]` with its overrides."""
+        if not self.sources:
+            return [self]
+        return [self._only(entry) for entry in self.sources]
+
+    def _only(self, entry: SourceEntry) -> Settings:
+        # The entry is a SourceSettings already (its secrets read, its proxy credentials
+        # taken apart): it is used as it is, not validated again.
+        poll = PollSettings.model_validate(self.poll.model_dump() | entry.poll)
+        return self.model_copy(update={"source": entry, "poll": poll, "sources": []})
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

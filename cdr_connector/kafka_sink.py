@@ -253,7 +253,12 @@ def read_latest_state(settings: Settings, key: bytes) -> bytes | None:
         if not partitions:
             raise TopicMissingError(f"state topic {topic} has no partitions or does not exist")
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        return _consume_to_end(consumer, key, len(partitions), settings)
+        timeout = settings.kafka.operation_timeout_seconds
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout, cached=False)[1]
+            for p in partitions
+        }
+        return _consume_to_end(consumer, key, ends, settings)
     except KafkaException as exc:
         raise KafkaTransientError(f"cannot read state topic {topic}: {exc.args[0].str()}") from exc
     finally:
@@ -261,13 +266,27 @@ def read_latest_state(settings: Settings, key: bytes) -> bytes | None:
 
 
 def _consume_to_end(
-    consumer: Consumer, key: bytes, partition_count: int, settings: Settings
+    consumer: Consumer, key: bytes, ends: dict[int, int], settings: Settings
 ) -> bytes | None:
+    """The newest value of `key` up to `ends`, each partition's end when the reading began.
+
+    Not up to the end as it moves: other sources sharing the topic keep committing states, and
+    with many of them an end that moves on is reached late or never. Nothing of this source's
+    is written after `ends` were taken: its own producer, the only writer of its key, has just
+    been initialised and writes nothing before the state is read.
+    """
     latest: bytes | None = None
-    at_end: set[int] = set()
+    topic = settings.kafka.state_topic
+    at_end: set[int] = {p for p, end in ends.items() if end == 0}
     deadline_polls = int(settings.kafka.operation_timeout_seconds / 0.5) + 1
     idle = 0
-    while len(at_end) < partition_count:
+    while len(at_end) < len(ends):
+        for position in consumer.position([TopicPartition(topic, p) for p in ends]):
+            # past the end, transaction markers included, even when no message came
+            if position.offset >= ends[position.partition]:
+                at_end.add(position.partition)
+        if len(at_end) == len(ends):
+            break
         message = consumer.poll(0.5)
         if message is None:
             idle += 1

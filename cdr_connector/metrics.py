@@ -7,6 +7,7 @@ error message as a label would let one bad day create millions of series).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from bisect import bisect_left
@@ -71,6 +72,7 @@ DIRECTIONS = ("callin", "callout", "other")
 CALL_METHODS = ("0", "1", "2", "3", "4", "5", "6", "other")
 ANSWERED = ("true", "false")
 TRANSACTION_RESULTS = ("committed", "aborted")
+FLEET_CHANGES = ("assigned", "revoked", "lost")
 # librdkafka error names a transactional producer's delivery reports carry in practice; any other
 # name is counted as "other" (the log line of the failed transaction names it).
 KAFKA_ERROR_CODES = (
@@ -105,6 +107,7 @@ LABEL_VALUES: dict[str, tuple[str, ...]] = {
     "result": TRANSACTION_RESULTS,
     "code": KAFKA_ERROR_CODES,
     "brake": BRAKE_REASONS,
+    "change": FLEET_CHANGES,
 }
 """Every label's fixed set of values. The labels not listed take one value per process:
 `source` (the configured `source.name`), and `version` and `schema` of the build info."""
@@ -345,6 +348,51 @@ STATE_RANGES = Gauge(
     ["source"],
     registry=REGISTRY,
 )
+SOURCE_READY = Gauge(
+    "cdr_connector_source_ready",
+    "1 while a source this process runs is ready (what /readyz says of it), 0 while not; a "
+    "source another replica owns has no series here.",
+    ["source"],
+    registry=REGISTRY,
+)
+FLEET_SOURCES_OWNED = Gauge(
+    "cdr_connector_fleet_sources_owned",
+    "Sources the replicas' consumer group assigns to this process (fleet.enabled).",
+    registry=REGISTRY,
+)
+FLEET_SOURCES_CONFIGURED = Gauge(
+    "cdr_connector_fleet_sources_configured",
+    "Sources in this process's settings; summed over replicas, owned should equal it.",
+    registry=REGISTRY,
+)
+FLEET_REBALANCES = Counter(
+    "cdr_connector_fleet_rebalances",
+    "Changes of this replica's sources: assigned, revoked (stopped cleanly first), or lost "
+    "(membership lost: stopped at once).",
+    ["change"],
+    registry=REGISTRY,
+)
+
+
+for _change in FLEET_CHANGES:  # the process's own series: created at zero at once
+    FLEET_REBALANCES.labels(_change)
+
+PROCESS_WIDE = (
+    "cdr_connector_fleet_sources_owned",
+    "cdr_connector_fleet_sources_configured",
+    "cdr_connector_fleet_rebalances",
+)
+"""The families of the replica rather than of a source: they have no `source` label."""
+
+
+def forget_source(source: str) -> None:
+    """A source that moved to another replica has no readiness, build or up series here any
+    more: dashboards and alerts find it where it runs now."""
+    for gauge in (SOURCE_READY, BUILD_INFO, UP):
+        with contextlib.suppress(KeyError):
+            gauge.remove(source)
+
+
 UP = Gauge(
     "cdr_connector_source_up",
     "1 while the source runs, 0 once it stopped on an error that needs a person.",

@@ -65,6 +65,8 @@ def type_name(annotation: Any) -> str:
         return "one of " + ", ".join(f"`{_plain(a)}`" for a in arguments)
     if origin is tuple:
         return f"list of {type_name(arguments[0])}s"
+    if origin is list and isinstance(arguments[0], type) and issubclass(arguments[0], BaseModel):
+        return "list of tables"
     if origin is dict:
         return f"map of {type_name(arguments[1])}s"
     if annotation in _SCALARS:
@@ -82,7 +84,7 @@ def default_text(field: FieldInfo) -> str:
         value = value.get_secret_value()
     if isinstance(value, BaseModel):
         raise ConfigError(f"a section is not a setting: {value!r}")
-    if value in ("", (), {}):
+    if value in ("", (), {}, []):
         return "empty"
     if isinstance(value, tuple):
         return "`[" + ", ".join(f'"{item}"' for item in value) + "]`"

@@ -88,9 +88,21 @@ def test_units_are_base_units_in_the_name() -> None:
 def test_every_metric_is_per_source_and_every_other_label_has_a_fixed_set() -> None:
     for family in families():
         names = label_names(family)
-        assert names[:1] == ["source"], f"{family.name}: source comes first"
-        for label in names[1:]:
+        if family.name in metrics.PROCESS_WIDE:
+            assert "source" not in names, f"{family.name} is the replica's, not a source's"
+        else:
+            assert names[:1] == ["source"], f"{family.name}: source comes first"
+            names = names[1:]
+        for label in names:
             assert label in metrics.LABEL_VALUES, f"{family.name}: {label} has no fixed set"
+
+
+def test_the_replicas_own_counters_exist_at_zero_from_the_start() -> None:
+    for change in metrics.FLEET_CHANGES:
+        labels = {"change": change}
+        assert (
+            metrics.REGISTRY.get_sample_value("cdr_connector_fleet_rebalances_total", labels) == 0
+        )
 
 
 def test_every_label_value_in_the_registry_comes_from_its_fixed_set() -> None:
@@ -152,7 +164,7 @@ def series_of(family: Metric, source: str) -> set[tuple[tuple[str, str], ...]]:
 
 def test_init_source_creates_every_counter_and_histogram_series_at_zero() -> None:
     for family in families():
-        if family.type not in ("counter", "histogram"):
+        if family.type not in ("counter", "histogram") or family.name in metrics.PROCESS_WIDE:
             continue
         labels = label_names(family)[1:]
         expected = math.prod(len(metrics.LABEL_VALUES[label]) for label in labels)
@@ -349,3 +361,19 @@ async def test_the_recorder_reports_a_commit_state_and_freshness_under_its_sourc
     assert sample("cdr_connector_freshness_lag_seconds") == 1_795_700_000 - 1_795_658_460
     clock.advance(60)
     assert sample("cdr_connector_freshness_lag_seconds") == 1_795_700_060 - 1_795_658_460
+
+
+def test_a_source_that_moved_away_leaves_no_readiness_build_or_up_series() -> None:
+    source = "moved-away"
+    metrics.init_source(source, version="0.0.0-test", schema="fp:0")
+    metrics.UP.labels(source).set(1)
+    metrics.SOURCE_READY.labels(source).set(1)
+    metrics.forget_source(source)
+    text = generate_latest(metrics.REGISTRY).decode()
+    for name in (
+        "cdr_connector_source_ready",
+        "cdr_connector_build_info",
+        "cdr_connector_source_up",
+    ):
+        assert f'{name}{{source="{source}"' not in text, name
+    metrics.forget_source(source)  # forgetting twice is harmless
