@@ -62,16 +62,24 @@ class Connector:
         return next(iter(self.runners.values())).pipeline
 
     def not_ready_reason(self) -> str | None:
-        """What /readyz says: each unready source's reason, named when there are several."""
-        if self._stop.is_set() and not self.runners:
+        """What /readyz says: each unready source's reason, named when there are several.
+
+        A replica of a fleet is ready while it runs, whatever its sources: one broken account
+        must not hold up a rollout (its readiness is `unready_sources` and the
+        `cdr_connector_source_ready` gauge)."""
+        if self._stop.is_set() and (not self.runners or self.settings.fleet.enabled):
             return "shutting down"
-        reasons = {name: runner.not_ready_reason() for name, runner in self.runners.items()}
-        unready = {name: reason for name, reason in reasons.items() if reason is not None}
-        if not unready:
+        unready = self.unready_sources()
+        if not unready or self.settings.fleet.enabled:
             return None
         if len(self.settings.per_source()) == 1:
             return next(iter(unready.values()))
         return "; ".join(f"source {name}: {reason}" for name, reason in sorted(unready.items()))
+
+    def unready_sources(self) -> dict[str, str]:
+        """The sources this process runs that are not ready, and why."""
+        reasons = {name: runner.not_ready_reason() for name, runner in self.runners.items()}
+        return {name: reason for name, reason in sorted(reasons.items()) if reason is not None}
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -87,7 +95,9 @@ class Connector:
         assert_compiled_fastavro()
         _tune_garbage_collection()
         _report_writer_build()
-        listener = await start_ops_server(create_ops_app(self.not_ready_reason), self.settings.http)
+        listener = await start_ops_server(
+            create_ops_app(self.not_ready_reason, self.unready_sources), self.settings.http
+        )
         self.ops_port = listener.port
         _install_signal_handlers(self)
         names = [source.source.name for source in self.settings.per_source()]

@@ -60,13 +60,23 @@ _END_OF_HEADERS = b"\r\n\r\n"
 EVICTION_GRACE_SECONDS = 1.0
 
 
-def create_ops_app(not_ready_reason: Callable[[], str | None]) -> web.Application:
+def create_ops_app(
+    not_ready_reason: Callable[[], str | None],
+    unready_sources: Callable[[], dict[str, str]] | None = None,
+) -> web.Application:
+    """`unready_sources`: sources that are not ready while the process is (a replica of a
+    fleet stays ready, so that one broken account holds up no rollout); a ready answer names
+    them."""
+
     async def livez(_request: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
 
     async def readyz(_request: web.Request) -> web.Response:
         reason = not_ready_reason()
         if reason is None:
+            sources = unready_sources() if unready_sources is not None else {}
+            if sources:
+                return web.json_response({"status": "ready", "unready_sources": sources})
             return web.json_response({"status": "ready"})
         return web.Response(
             status=503,
