@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from cdr_connector.api import VendorApiClient
 from cdr_connector.avro import build_encoder
@@ -17,15 +18,21 @@ from cdr_connector.topics import survey_topics
 
 
 async def run_checks(settings: Settings, *, out: Callable[[str], None] = print) -> int:
-    # Every line passes the redactor the API client fills (with the tokens it gets, too).
-    redactor = Redactor.for_source(settings.source)
-    checks: list[tuple[str, Callable[[], Awaitable[str]]]] = [
-        ("vendor API login", lambda: _check_login(settings, redactor)),
-        ("Kafka and topics", lambda: asyncio.to_thread(_check_kafka, settings)),
-        ("Avro encoder", lambda: asyncio.to_thread(_check_encoder, settings)),
+    """Log in as every source (each line through its own source's redactor, which the API
+    client also fills with the tokens it gets), then Kafka and the encoder."""
+    sources = settings.per_source()
+    checks: list[tuple[str, Callable[[], Awaitable[str]], Redactor]] = []
+    for each in sources:
+        redactor = Redactor.for_source(each.source)
+        name = "vendor API login" if len(sources) == 1 else f"vendor API login ({each.source.name})"
+        checks.append((name, partial(_check_login, each, redactor), redactor))
+    shared = Redactor.for_source(settings.source)
+    checks += [
+        ("Kafka and topics", partial(asyncio.to_thread, _check_kafka, settings), shared),
+        ("Avro encoder", partial(asyncio.to_thread, _check_encoder, settings), shared),
     ]
     failed = 0
-    for name, check in checks:
+    for name, check, redactor in checks:
         try:
             detail = await check()
             out(redactor(f"ok   {name}: {detail}"))

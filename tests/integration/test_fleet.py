@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -232,3 +234,28 @@ async def test_replicas_share_accounts_through_kills_scaling_and_a_rolling_resta
         finally:
             for replica in list(fleet.replicas):
                 await fleet.stop(replica)
+
+
+async def test_check_logs_in_as_every_source_and_names_the_refused_one(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    async with simulators(2, backlog=20) as sims:
+        named = dict(zip(("east", "refused"), sims, strict=True))
+        env = sources_env(kafka_bootstrap, named, topics, accesskeys={"refused": "wrong"})
+        checked = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "cdr_connector", "check"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    lines = [line for line in checked.stdout.splitlines() if not line.startswith("{")]  # logs
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert [line.split(":")[0] for line in lines] == [
+        "ok   vendor API login (east)",
+        "FAIL vendor API login (refused)",
+        "ok   Kafka and topics",
+        "ok   Avro encoder",
+    ]
+    assert "wrong" not in checked.stdout, "the refused key is not shown"
