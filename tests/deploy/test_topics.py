@@ -3,10 +3,9 @@ each other, with the topics the connector itself would create (`topics.topic_spe
 the names it derives from its settings, and with the Helm chart's production example.
 
 The scripts run for real, with kafka-topics.sh / kafka-acls.sh replaced by a stub that records
-its arguments. The Strimzi objects are checked for the shape of `kafka.strimzi.io/v1`: the
-apiVersion, and an ACL rule's `operations` list (v1 removed v1beta2's single `operation`). Their
-full CRD schemas are not checked here: no package registry this project installs from serves
-Strimzi's CRDs (Strimzi publishes them in its installation files only).
+its arguments. The Strimzi objects are checked here for the shape of `kafka.strimzi.io/v1`: the
+apiVersion, and an ACL rule's `operations` list (v1 removed v1beta2's single `operation`);
+test_strimzi_crds.py validates them against Strimzi's own CRDs, pinned in deploy/topics/crds/.
 """
 
 from __future__ import annotations
