@@ -94,7 +94,7 @@ class Connector:
         failed (exit 1, or the first start-up error raised)."""
         assert_compiled_fastavro()
         _tune_garbage_collection()
-        _report_writer_build()
+        report_writer_build()
         listener = await start_ops_server(
             create_ops_app(self.not_ready_reason, self.unready_sources), self.settings.http
         )
@@ -195,7 +195,8 @@ class Connector:
         return 1
 
 
-def _report_writer_build() -> None:
+def report_writer_build() -> None:
+    """Say at start-up whether the bill writer runs compiled: its CPU per record depends on it."""
     if bill_writer.is_compiled():
         log.info("bill writer and batch writer: compiled (mypyc)")
     else:

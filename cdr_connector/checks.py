@@ -28,7 +28,7 @@ async def run_checks(settings: Settings, *, out: Callable[[str], None] = print) 
         checks.append((name, partial(_check_login, each, redactor), redactor))
     shared = Redactor.for_source(settings.source)
     checks += [
-        ("Kafka and topics", partial(asyncio.to_thread, _check_kafka, settings), shared),
+        ("Kafka and topics", partial(asyncio.to_thread, check_kafka, settings), shared),
         ("Avro encoder", partial(asyncio.to_thread, _check_encoder, settings), shared),
     ]
     failed = 0
@@ -52,7 +52,8 @@ async def _check_login(settings: Settings, redactor: Redactor) -> str:
     return f"logged in to {url} as appid {settings.source.appid}"
 
 
-def _check_kafka(settings: Settings) -> str:
+def check_kafka(settings: Settings) -> str:
+    """Kafka reachable and its topics there or creatable; blocking."""
     kafka = settings.kafka
     # The same survey the connector makes at start-up, with a shorter wait for an answer.
     survey = survey_topics(settings, timeout=min(10.0, kafka.operation_timeout_seconds))

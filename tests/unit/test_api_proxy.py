@@ -143,7 +143,7 @@ async def test_a_wrong_proxy_password_stops_with_the_proxy_named_and_no_password
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    monkeypatch.setattr(checks, "_check_kafka", lambda settings: "not checked here")
+    monkeypatch.setattr(checks, "check_kafka", lambda settings: "not checked here")
     wrong = "wr0ng/" + PROXY_PASSWORD
     async with (
         vendor_over(scheme, tmp_path) as (vendor, ca_file),

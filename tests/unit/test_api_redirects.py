@@ -104,7 +104,7 @@ async def test_a_redirect_is_not_followed_and_nothing_reaches_its_target(
 async def test_check_reports_a_redirect_and_sends_nothing_to_its_target(
     status: int, scheme: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(checks, "_check_kafka", lambda settings: "not checked here")
+    monkeypatch.setattr(checks, "check_kafka", lambda settings: "not checked here")
     async with elsewhere() as (other, received), vendor_over(scheme, tmp_path) as (vendor, ca):
         vendor.script(LOGIN, redirect(status, f"http://{other}/login"))
         settings = load_settings(

@@ -270,7 +270,7 @@ def test_bill_page_quotes_no_secret_of_the_redactor_it_is_given() -> None:
 
 
 async def test_check_prints_no_form_of_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(checks, "_check_kafka", lambda settings: "not checked here")
+    monkeypatch.setattr(checks, "check_kafka", lambda settings: "not checked here")
     lines: list[str] = []
     async with scene() as current:
         current.vendor.script(LOGIN, login_with_the_token)

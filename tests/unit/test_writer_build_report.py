@@ -22,7 +22,7 @@ def test_start_up_names_the_writer_build(
 ) -> None:
     monkeypatch.setattr(bill_writer, "is_compiled", lambda: compiled)
     with caplog.at_level(logging.INFO, logger="cdr_connector.app"):
-        app._report_writer_build()
+        app.report_writer_build()
     (record,) = [r for r in caplog.records if "bill writer" in r.getMessage()]
     assert record.levelno == level
     assert words in record.getMessage()
