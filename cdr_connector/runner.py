@@ -69,6 +69,8 @@ class SourceRunner:
         """The error that ended start-up, if one did (the process may raise it)."""
         self._stop = asyncio.Event()
         self._redactor = Redactor()
+        self.created = clock.monotonic()
+        """When this source was given to this process (`metrics.SOURCE_START`)."""
 
     @property
     def name(self) -> str:
@@ -223,7 +225,11 @@ class _StartUp:
         connector.starting = None
         metrics.PRODUCER_QUEUE_DEPTH.labels(source).set_function(sink.queue_depth)
         metrics.UP.labels(source).set(1)
-        log.info("cdr-connector %s running source %s", __version__, source)
+        took = connector.clock.monotonic() - connector.created
+        metrics.SOURCE_START.labels(source).observe(took)
+        log.info(
+            "cdr-connector %s running source %s (started in %.1f s)", __version__, source, took
+        )
         return pipeline
 
     async def close(self) -> None:

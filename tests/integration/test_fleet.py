@@ -112,6 +112,9 @@ async def test_one_process_runs_several_sources_and_one_failing_stops_no_other(
             text = await metrics_text(process)
             assert metric_total(text, "cdr_connector_source_ready", 'source="east"') == 1
             assert metric_total(text, "cdr_connector_source_ready", 'source="refused"') == 0
+            started = "cdr_connector_source_start_seconds_count"
+            assert metric_total(text, started, 'source="east"') == 1, "timed once"
+            assert metric_total(text, started, 'source="refused"') == 0, "never running"
             assert process.process.poll() is None, "one source's failure ends no process"
         finally:
             # Stopped by a signal, yet a source failed and needs a person: exit 1.
