@@ -22,11 +22,15 @@ import yaml
 from cdr_connector.config import Settings, load_settings
 from cdr_connector.kafka_clients import consumer_config
 from cdr_connector.topics import topic_specs
+from tests.deploy import test_helm_chart
 from tests.deploy.conftest import CHART, DEPLOY, run
+from tests.deploy.test_helm_chart import container, load_rendered_settings, one
 
 TOPICS = DEPLOY / "topics"
 STRIMZI_API = "kafka.strimzi.io/v1"
 PRODUCTION = CHART / "examples" / "values-production.yaml"
+PRODUCTION_USER = "cdr-connector-acme-sh"
+FLEET_USER = "cdr-connector-fleet"
 STUB = """#!/usr/bin/env python3
 import json, os, sys
 with open(os.environ["STUB_LOG"], "a", encoding="utf-8") as log:
@@ -189,6 +193,24 @@ def required_grants(settings: Settings) -> set[tuple[str, str, str]]:
     }
 
 
+def fleet_grants(settings: Settings) -> set[tuple[str, str, str]]:
+    """What a replica of a fleet does beyond its sources (cdr_connector/fleet.py): member of
+    `fleet.group_id`, subscriber to the coordination topic, which it creates or grows."""
+    fleet = settings.fleet
+    topic = {
+        ("Topic", fleet.coordination_topic, operation)
+        for operation in ("Read", "Describe", "Create", "Alter")
+    }
+    return {("Group", fleet.group_id, "Read"), *topic}
+
+
+def principal_grants(settings: Settings) -> set[tuple[str, str, str]]:
+    """What the one principal of a process needs: every source's grants, and the fleet's when
+    the replicas share the sources."""
+    grants = set().union(*(required_grants(each) for each in settings.per_source()))
+    return grants | fleet_grants(settings) if settings.fleet.enabled else grants
+
+
 def test_acls_cover_what_the_connector_does(tmp_path: Path) -> None:
     settings = load_settings(source={"name": "acme", "appid": "a", "accesskey": "k"})
     assert acl_grants(tmp_path, SOURCE="acme") == required_grants(settings)
@@ -199,6 +221,27 @@ def test_state_group_matches_the_state_consumer() -> None:
     config = consumer_config(settings, "state")
     assert config["group.id"] == "cdr-connector-acme-state"
     assert config["enable.auto.commit"] is False
+
+
+def test_fleet_acls_default_to_the_fleets_default_settings(tmp_path: Path) -> None:
+    settings = load_settings(
+        source={"name": "acme", "appid": "a", "accesskey": "k"}, fleet={"enabled": True}
+    )
+    fleet = fleet_grants(settings)
+    assert ("Group", "cdr-connector", "Read") in fleet
+    assert acl_grants(tmp_path, SOURCE="acme", FLEET="1") == principal_grants(settings)
+
+
+def test_fleet_acls_take_the_group_and_topic_settings(tmp_path: Path) -> None:
+    settings = load_settings(
+        source={"name": "acme", "appid": "a", "accesskey": "k"},
+        fleet={"enabled": True, "group_id": "g", "coordination_topic": "t.sources"},
+    )
+    grants = acl_grants(
+        tmp_path, SOURCE="acme", FLEET="1", FLEET_GROUP="g", COORDINATION_TOPIC="t.sources"
+    )
+    assert grants == principal_grants(settings)
+    assert grants - required_grants(settings) == fleet_grants(settings)
 
 
 def test_optional_acls(tmp_path: Path) -> None:
@@ -241,11 +284,15 @@ def production_cluster() -> str:
     return cluster
 
 
-def kafka_user() -> dict[str, Any]:
-    (user,) = strimzi_objects("kafkauser.yaml")
-    assert user["apiVersion"] == STRIMZI_API
-    assert user["kind"] == "KafkaUser"
-    return user
+def kafka_users() -> dict[str, dict[str, Any]]:
+    """The KafkaUsers by name: the production example's, and the fleet example's."""
+    users = {}
+    for user in strimzi_objects("kafkauser.yaml"):
+        assert user["apiVersion"] == STRIMZI_API
+        assert user["kind"] == "KafkaUser"
+        users[user["metadata"]["name"]] = user
+    assert set(users) == {PRODUCTION_USER, FLEET_USER}
+    return users
 
 
 def user_grants(user: dict[str, Any]) -> set[tuple[str, str, str]]:
@@ -278,9 +325,10 @@ def test_strimzi_objects_have_the_shape_of_v1(name: str) -> None:
         if allowed:
             assert set(manifest["spec"]) <= allowed, manifest["spec"]
     if name == "kafkauser.yaml":
-        for rule in kafka_user()["spec"]["authorization"]["acls"]:
-            assert "operation" not in rule, "v1 takes a list of `operations` only"
-            assert rule["operations"] and isinstance(rule["operations"], list), rule
+        for user in kafka_users().values():
+            for rule in user["spec"]["authorization"]["acls"]:
+                assert "operation" not in rule, "v1 takes a list of `operations` only"
+                assert rule["operations"] and isinstance(rule["operations"], list), rule
 
 
 def test_cluster_labels_match_the_production_example() -> None:
@@ -302,14 +350,14 @@ def test_production_uses_the_default_topic_names() -> None:
 def test_kafka_user_grants_what_the_production_connector_does(tmp_path: Path) -> None:
     settings = production_settings()
     expected = required_grants(settings)
-    assert user_grants(kafka_user()) == expected
+    assert user_grants(kafka_users()[PRODUCTION_USER]) == expected
     assert acl_grants(tmp_path, SOURCE=settings.source.name) == expected
 
 
 def test_kafka_user_is_the_production_examples_principal() -> None:
     """The username, the SASL mechanism and the Secret the user operator writes are those the
     production example's connector uses."""
-    user = kafka_user()
+    user = kafka_users()[PRODUCTION_USER]
     values = production_values()
     client_config = values["config"]["kafka"]["client_config"]
     assert user["metadata"]["name"] == client_config["sasl.username"]
@@ -320,3 +368,68 @@ def test_kafka_user_is_the_production_examples_principal() -> None:
         if variable["name"] == "CDR_KAFKA__CLIENT_CONFIG__SASL.PASSWORD"
     ]
     assert password == {"name": user["metadata"]["name"], "key": "password"}
+
+
+# --- the fleet example: one principal for the sources its replicas share ------------------------
+
+# The chart rendered from the production example with the fleet example on top, as the release
+# "cdr-fleet" (test_helm_chart.py).
+fleet_objects = test_helm_chart.fleet_objects
+
+
+def test_fleet_kafka_user_grants_what_the_fleet_does(
+    fleet_objects: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fleet's KafkaUser, and acls.sh run once per source with FLEET=1, grant every source's
+    rules and the fleet's: exactly what the fleet example's settings, as its pods load them,
+    make the connector do."""
+    settings = load_rendered_settings(fleet_objects, tmp_path, monkeypatch)
+    assert settings.fleet.enabled
+    assert len(settings.per_source()) == 3
+    expected = principal_grants(settings)
+    assert user_grants(kafka_users()[FLEET_USER]) == expected
+    fleet = settings.fleet
+    from_script: set[tuple[str, str, str]] = set()
+    for each in settings.per_source():
+        run_dir = tmp_path / each.source.name
+        run_dir.mkdir()
+        from_script |= acl_grants(
+            run_dir,
+            SOURCE=each.source.name,
+            FLEET="1",
+            FLEET_GROUP=fleet.group_id,
+            COORDINATION_TOPIC=fleet.coordination_topic,
+        )
+    assert from_script == expected
+
+
+def test_fleet_kafka_user_is_the_fleet_examples_principal(
+    fleet_objects: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Username, mechanism and password Secret of the fleet's pods are the fleet user's."""
+    user = kafka_users()[FLEET_USER]
+    settings = load_rendered_settings(fleet_objects, tmp_path, monkeypatch)
+    client_config = settings.kafka.client_config
+    assert client_config["sasl.username"] == user["metadata"]["name"]
+    assert user["spec"]["authentication"]["type"] == client_config["sasl.mechanism"].lower()
+    (password,) = [
+        variable["valueFrom"]["secretKeyRef"]
+        for variable in container(fleet_objects)["env"]
+        if variable["name"] == "CDR_KAFKA__CLIENT_CONFIG__SASL.PASSWORD"
+    ]
+    assert password == {"name": user["metadata"]["name"], "key": "password"}
+
+
+production_objects = test_helm_chart.production_objects
+
+
+def test_each_kafka_user_carries_its_releases_instance_label(
+    production_objects: list[dict[str, Any]], fleet_objects: list[dict[str, Any]]
+) -> None:
+    """So that `kubectl apply -f kafkauser.yaml -l app.kubernetes.io/instance=<release>`
+    applies one user alone."""
+    instance = "app.kubernetes.io/instance"
+    users = kafka_users()
+    for name, objects in ((PRODUCTION_USER, production_objects), (FLEET_USER, fleet_objects)):
+        release = one(objects, "Deployment")["metadata"]["labels"][instance]
+        assert users[name]["metadata"]["labels"][instance] == release, name
