@@ -19,7 +19,8 @@
 #   REGISTRY_PORT            HTTP port (default 18081); management (health) on REGISTRY_PORT+1
 #   REGISTRY_RUN_DIR         run directory: pid, logs, temporary files
 #                            (default deploy/dev/.run/registry)
-#   REGISTRY_START_TIMEOUT   seconds to wait for the registry to answer (default 120)
+#   REGISTRY_START_TIMEOUT   seconds to wait for the registry to answer (default 300: a JVM
+#                            on a busy 2-core machine took over 120)
 #   REGISTRY_STOP_TIMEOUT    seconds to wait after SIGTERM before SIGKILL (default 30)
 #   REGISTRY_HEAP_OPTS       heap options (default "-Xms64m -Xmx384m")
 #   REGISTRY_JAVA_HOME       the Java 21+ to run it with. Unset: JAVA_HOME, then java on PATH,
@@ -38,7 +39,7 @@ CACHE_DIR="$DEV_DIR/.cache"
 DIST_DIR="$CACHE_DIR/registry/apicurio-registry-$APICURIO_VERSION"
 RUN_DIR="${REGISTRY_RUN_DIR:-$DEV_DIR/.run/registry}"
 PORT="${REGISTRY_PORT:-18081}"
-START_TIMEOUT="${REGISTRY_START_TIMEOUT:-120}"
+START_TIMEOUT="${REGISTRY_START_TIMEOUT:-300}"
 STOP_TIMEOUT="${REGISTRY_STOP_TIMEOUT:-30}"
 HEAP_OPTS="${REGISTRY_HEAP_OPTS:--Xms64m -Xmx384m}"
 
