@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from tests.faults.private_broker import PrivateBroker
 from tests.faults.scenarios import LONG, Outcome
 from tests.integration.harness import Topics
 
@@ -89,6 +90,16 @@ def fault_report(request: pytest.FixtureRequest) -> FaultReport:
     if report is None:
         report = request.config.stash[_REPORT] = FaultReport()
     return report
+
+
+@pytest.fixture
+def private_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBroker]:
+    broker = PrivateBroker(tmp_path_factory.mktemp("kafka-run"))
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 @pytest.fixture

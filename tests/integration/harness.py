@@ -196,15 +196,17 @@ async def wait_for_records(
     raise AssertionError(f"{topic}: {len(messages)} of {expected} records after {timeout}s")
 
 
-async def simulator_records(admin_url: str) -> list[dict[str, Any]]:
-    """Every record the simulator made visible, as GetBill renders it."""
+async def simulator_records(admin_url: str, account: str | None = None) -> list[dict[str, Any]]:
+    """Every record the simulator made visible, as GetBill renders it; of the account with
+    appid `account` when the simulator serves several."""
     records: list[dict[str, Any]] = []
     after = 0
     async with aiohttp.ClientSession() as session:
         while True:
-            async with session.get(
-                f"{admin_url}records", params={"after_id": after, "limit": 10000}
-            ) as response:
+            query: dict[str, str | int] = {"after_id": after, "limit": 10000}
+            if account is not None:
+                query["account"] = account
+            async with session.get(f"{admin_url}records", params=query) as response:
                 body = await response.json()
             if not body["records"]:
                 return records
