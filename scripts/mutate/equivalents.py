@@ -45,7 +45,29 @@ _ARGS_KEPT = (
     "BaseException.__new__ keeps the message in args already; str() and repr() read it there"
 )
 
+_TRUTH_ONLY = "every caller tests the answer's truth only, and None is as false as False"
+
 KNOWN: tuple[Equivalent, ...] = (
+    *_in("brake.py", "Brake.observe", _TRUTH_ONLY, ("return False", "return None")),
+    *_in("brake.py", "Brake.commit_failed", _TRUTH_ONLY, ("return False", "return None")),
+    *_in(
+        "bill.py",
+        "LocalClock",
+        "__slots__ saves memory; no code adds attributes a test could see refused",
+        ('__slots__ = ("_max_hours", "_zone", "hours")', "pass"),
+    ),
+    *_in(
+        "records.py",
+        "_reread_after",
+        "a reading with fold=1 never equals a start read with fold=0 (aecca13)",
+        ("if moment < start:", "if moment <= start:"),
+    ),
+    *_in(
+        "redaction.py",
+        "Redactor.__init__",
+        "_reach is read only when _beginning is set, and _compile sets both",
+        ("self._reach = 0", "self._reach = -1"),
+    ),
     *_in(
         "committer.py",
         "Committer._on_brake",
