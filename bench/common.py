@@ -51,12 +51,17 @@ def use_revision(revision: str) -> str:
     target = OUT_DIR / "src" / commit
     if not (target / "cdr_connector").is_dir():
         target.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(
-            ["git", "archive", commit, "cdr_connector", "schemas"],
-            cwd=REPO_ROOT, capture_output=True, check=True,
-        ).stdout  # fmt: skip
-        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
-        _build_extensions(commit, target)
+        try:
+            archive = subprocess.run(
+                ["git", "archive", commit, "cdr_connector", "schemas"],
+                cwd=REPO_ROOT, capture_output=True, check=True,
+            ).stdout  # fmt: skip
+            subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+            _build_extensions(commit, target)
+        except BaseException:
+            # Half made, it would pass for built next time and run without its extensions.
+            shutil.rmtree(target, ignore_errors=True)
+            raise
     use_source(target)
     return commit
 
@@ -73,10 +78,13 @@ def _build_extensions(commit: str, target: Path) -> None:
         cwd=REPO_ROOT, capture_output=True, check=True,
     ).stdout  # fmt: skip
     (target / "setup.py").write_bytes(setup)
-    subprocess.run(
+    built = subprocess.run(
         [sys.executable, "setup.py", "--quiet", "build_ext", "--inplace"],
-        cwd=target, capture_output=True, check=True,
+        cwd=target, capture_output=True, text=True, check=False,
     )  # fmt: skip
+    if built.returncode != 0:
+        output = (built.stdout + built.stderr)[-3000:]
+        raise RuntimeError(f"building the extensions of {commit} failed:\n{output}")
 
 
 def use_worktree() -> str:
