@@ -31,6 +31,7 @@ deleted at the end. The broker is bench's own (bench/.out/kafka, port 29092) unl
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import sys
 import time
@@ -246,8 +247,12 @@ def wait_taken_over(
             if name not in assigned and name in samples.get(READY, {}):
                 assigned[name] = seen_at - killed_at
             produced = samples.get(PRODUCED, {}).get(name, 0.0)
-            if name not in committed and produced > baseline.get(name, 0.0):
-                committed[name] = samples[LAST_COMMIT][name] - killed_at
+            last_commit = samples.get(LAST_COMMIT, {}).get(name, 0.0)
+            # Records this replica committed since the kill: its count rose, and its last
+            # commit is later than the kill (not a count left from an earlier ownership).
+            rose = produced > baseline.get(name, 0.0)
+            if name not in committed and rose and last_commit > killed_at:
+                committed[name] = last_commit - killed_at
                 assigned.setdefault(name, committed[name])
         time.sleep(SCRAPE_SECONDS)
     return assigned, committed
@@ -528,6 +533,9 @@ def _use_code(args: argparse.Namespace) -> str:
         return use_worktree()
     if args.source_dir is not None:
         use_source(args.source_dir.resolve())
+        name = args.source_dir.resolve().name
+        if re.fullmatch(r"[0-9a-f]{40}", name):  # a revision exported earlier by use_revision
+            return f"{name[:7]} (its copy in {args.source_dir})"
         return str(args.source_dir)
     return f"{args.revision} = {use_revision(args.revision)}"
 
