@@ -68,19 +68,21 @@ class Filters(_Section):
     """GetBill filters; empty strings mean 'all', exactly as the vendor API takes them."""
 
     direction: Literal[1, 2, 3] = Field(
-        3, description="GetBill filter: 1 incoming calls, 2 outgoing, 3 both"
+        default=3, description="GetBill filter: 1 incoming calls, 2 outgoing, 3 both"
     )
     callmethod: Annotated[int, Field(ge=0, le=6)] = Field(
-        0,
+        default=0,
         description="GetBill filter: 0 any call method, or one of the vendor's 1-6 "
         "(extension to extension, manual dial, API call, API double call, predictive, IVR/group)",
     )
-    extnumber: tuple[str, ...] = Field((), description="GetBill filter: only these extensions")
-    destnumber: str = Field("", description="GetBill filter: only calls to this number")
-    userid: str = Field("", description="GetBill filter: the custom employee id")
-    memberid: str = Field("", description="GetBill filter: the custom member id")
-    chengshudu: str = Field("", description="GetBill filter: the custom maturity field")
-    customuuid: str = Field("", description="GetBill filter: the custom customer id")
+    extnumber: tuple[str, ...] = Field(
+        default=(), description="GetBill filter: only these extensions"
+    )
+    destnumber: str = Field(default="", description="GetBill filter: only calls to this number")
+    userid: str = Field(default="", description="GetBill filter: the custom employee id")
+    memberid: str = Field(default="", description="GetBill filter: the custom member id")
+    chengshudu: str = Field(default="", description="GetBill filter: the custom maturity field")
+    customuuid: str = Field(default="", description="GetBill filter: the custom customer id")
 
     def as_form(self) -> dict[str, str]:
         return {
@@ -99,55 +101,55 @@ class SourceSettings(_Section):
     """One vendor account: where it is, how to log in, and its PBX's clock."""
 
     name: str = Field(
-        "default",
+        default="default",
         description="name of this vendor account; part of the `transactional.id`, the state key "
         "and every record",
     )
     api_url: AnyHttpUrl = Field(
-        AnyHttpUrl("http://127.0.0.1:8080/"), description="the vendor API's base URL"
+        default=AnyHttpUrl("http://127.0.0.1:8080/"), description="the vendor API's base URL"
     )
-    appid: str = Field("", description="the vendor account's appid (required)")
+    appid: str = Field(default="", description="the vendor account's appid (required)")
     accesskey: SecretStr = Field(
-        SecretStr(""),
+        default=SecretStr(""),
         description="the vendor account's access key (required, here or in "
         "`source.accesskey_file`); never logged",
     )
     accesskey_file: Path | None = Field(
-        None, description="a file holding the access key, as Kubernetes mounts secrets"
+        default=None, description="a file holding the access key, as Kubernetes mounts secrets"
     )
     timezone: str = Field(
-        "Asia/Shanghai",
+        default="Asia/Shanghai",
         description="the PBX's IANA time zone; record times are converted to UTC",
     )
     request_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = Field(
-        30.0, description="timeout of every API request"
+        default=30.0, description="timeout of every API request"
     )
-    verify_tls: bool = Field(True, description="check the vendor API's HTTPS certificate")
+    verify_tls: bool = Field(default=True, description="check the vendor API's HTTPS certificate")
     ca_file: Path | None = Field(
-        None, description="CA certificates for the vendor API, instead of the system's"
+        default=None, description="CA certificates for the vendor API, instead of the system's"
     )
     # A forward proxy for the vendor API: http:// only (https:// vendor URLs are tunnelled
     # through it with CONNECT). Its credentials come from its user:password part or from
     # `proxy_credentials_file` (one line, user:password). Unset: HTTPS_PROXY, HTTP_PROXY and
     # NO_PROXY of the environment apply.
     proxy_url: AnyHttpUrl | None = Field(
-        None,
+        default=None,
         description="an `http://` forward proxy for every vendor API request (https:// vendor "
         "URLs are tunnelled through it with `CONNECT`), credentials in its `user:password@` "
         "part or in `source.proxy_credentials_file`. Unset: `HTTPS_PROXY` / `HTTP_PROXY` / "
         '`NO_PROXY` of the environment apply (see "Security")',
     )
     proxy_credentials_file: Path | None = Field(
-        None,
+        default=None,
         description="a file holding one line `user:password` for `source.proxy_url`, read "
         "like `source.accesskey_file`",
     )
     token_renew_before_seconds: PositiveSeconds = Field(
-        600.0, description="renew the login token this long before it expires"
+        default=600.0, description="renew the login token this long before it expires"
     )
     # The vendor documents 12 hours; renewing early keeps requests off the expiry edge.
     token_lifetime_seconds: Annotated[float, Field(gt=0, le=7 * DAY)] = Field(
-        12 * HOUR,
+        default=12 * HOUR,
         description="how long a login token lasts (the vendor documents 12 hours); lower it "
         "when the vendor expires tokens sooner (`ret` 600 answers)",
     )
@@ -155,7 +157,7 @@ class SourceSettings(_Section):
     # must not take the process past its memory limit). The default has room for a page of
     # 1,000 bills of 32 KiB each; typical pages are about 450 KB.
     max_answer_bytes: Annotated[int, Field(ge=64 * 1024, le=1024**3)] = Field(
-        32 * 1024 * 1024,
+        default=32 * 1024 * 1024,
         description='an API answer is read up to this size and refused beyond it (see "Bad '
         'data from the vendor")',
     )
@@ -271,52 +273,56 @@ class PollSettings(_Section):
     """How often and how hard the connector asks the vendor for new records."""
 
     interval_seconds: Annotated[float, Field(gt=0, le=HOUR)] = Field(
-        5.0, description="sleep between cycles once the backlog is drained"
+        default=5.0, description="sleep between cycles once the backlog is drained"
     )
     # New records carry their dial time, and a long call is written back only when it ends,
     # so the syncflag=1 window must reach back further than the longest call.
     lookback_seconds: Annotated[float, Field(gt=0, le=30 * DAY)] = Field(
-        DAY,
+        default=DAY,
         description="the dial-time window of `syncflag=1` reads, and how long committed ids "
         "are remembered",
     )
-    page_size: Annotated[int, Field(ge=1, le=1000)] = Field(1000, description="records per page")
-    concurrency: Annotated[int, Field(ge=1, le=64)] = Field(4, description="API requests in flight")
+    page_size: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=1000, description="records per page"
+    )
+    concurrency: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=4, description="API requests in flight"
+    )
     # Records whose dial time falls in the last `sweep_window_seconds` are listed with
     # syncflag=2 at start-up, after a failed live request, and every
     # `sweep_interval_seconds`, and any id not yet committed is published: this recovers
     # records fetched before a crash or lost with a failed answer. A sweep lists the whole
     # window (millions of records on a busy account), so the periodic one is rare.
     sweep_window_seconds: Annotated[float, Field(gt=0, le=30 * DAY)] = Field(
-        6 * HOUR,
+        default=6 * HOUR,
         description="the dial-time window of recovery sweeps (`syncflag=2`): at start-up, after "
         "a failed live request, and periodically; at most `poll.lookback_seconds`",
     )
     sweep_interval_seconds: Annotated[float, Field(gt=0, le=7 * DAY)] = Field(
-        1800.0, description="time between periodic recovery sweeps"
+        default=1800.0, description="time between periodic recovery sweeps"
     )
     # Every `audit_interval_seconds` each closed hour of dial time (older than
     # `audit_settle_seconds`, inside the lookback) is counted by the vendor (syncflag=3) and
     # compared with what was committed; a shortfall is listed and published.
     audit_interval_seconds: PositiveSeconds = Field(
-        900.0, description="time between audits of closed hours (see below)"
+        default=900.0, description="time between audits of closed hours (see below)"
     )
     audit_settle_seconds: Annotated[float, Field(gt=0, le=7 * DAY)] = Field(
-        HOUR, description="an hour of dial time is audited once it is this long past"
+        default=HOUR, description="an hour of dial time is audited once it is this long past"
     )
     retry_initial_seconds: Annotated[float, Field(gt=0, le=60)] = Field(
-        0.5, description="first API retry delay: exponential backoff with full jitter"
+        default=0.5, description="first API retry delay: exponential backoff with full jitter"
     )
     retry_max_seconds: Annotated[float, Field(gt=0, le=HOUR)] = Field(
-        30.0, description="longest API retry delay"
+        default=30.0, description="longest API retry delay"
     )
     max_attempts: Annotated[int, Field(ge=1, le=1000)] = Field(
-        8, description="attempts of one API request before the cycle fails"
+        default=8, description="attempts of one API request before the cycle fails"
     )
     # A listing (sweep, audit, backfill) ends at its first short or empty page, and after this
     # many pages whatever totalitems claims: 100 million records at 1,000 a page.
     max_listing_pages: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
-        100_000,
+        default=100_000,
         description="a sweep, audit or backfill listing ends at its first short or empty page, "
         "and after this many pages whatever `totalitems` says",
     )
@@ -342,80 +348,83 @@ class BrakeSettings(_Section):
     """
 
     enabled: bool = Field(
-        True,
+        default=True,
         description='stop live `syncflag=1` reads on the conditions below (see "Bad data from '
         'the vendor")',
     )
     window_bills: Annotated[int, Field(ge=10, le=1_000_000)] = Field(
-        1000, description="how many of the last bills the dead-letter share is taken over"
+        default=1000, description="how many of the last bills the dead-letter share is taken over"
     )
     dead_letter_ratio: Annotated[float, Field(gt=0, lt=1)] = Field(
-        0.5, description="the brake engages when more than this share of them was dead-lettered"
+        default=0.5,
+        description="the brake engages when more than this share of them was dead-lettered",
     )
     max_commit_failures: Annotated[int, Field(ge=1, le=1000)] = Field(
-        5, description="or when this many transactions in a row failed unexpectedly"
+        default=5, description="or when this many transactions in a row failed unexpectedly"
     )
 
 
 class KafkaSettings(_Section):
     """Where records go and how the transactional producer behaves."""
 
-    bootstrap_servers: str = Field("127.0.0.1:19092", description="the brokers")
-    topic: str = Field("cdr.calls", description="the records' topic")
+    bootstrap_servers: str = Field(default="127.0.0.1:19092", description="the brokers")
+    topic: str = Field(default="cdr.calls", description="the records' topic")
     dead_letter_topic: str = Field(
-        "cdr.calls.dlq", description="bills that cannot be published, with the reason"
+        default="cdr.calls.dlq", description="bills that cannot be published, with the reason"
     )
     state_topic: str = Field(
-        "cdr-connector.state", description="the compacted topic of committed ids"
+        default="cdr-connector.state", description="the compacted topic of committed ids"
     )
     transactional_id: str | None = Field(
-        None,
+        default=None,
         description="fences a second instance of the same source; unset: "
         "`cdr-connector-<source.name>`",
     )
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
-        "zstd", description="the producer's compression"
+        default="zstd", description="the producer's compression"
     )
     key_fallback_field: Literal["displaynumber", "destnumber", "userid", "id"] = Field(
-        "displaynumber", description="the record key's field when `extnumber` is empty"
+        default="displaynumber", description="the record key's field when `extnumber` is empty"
     )
     create_topics: bool = Field(
-        False, description="create missing topics at start-up, with the three settings below"
+        default=False,
+        description="create missing topics at start-up, with the three settings below",
     )
     partitions: Annotated[int, Field(ge=1, le=10_000)] = Field(
-        6, description="partitions of a created topic"
+        default=6, description="partitions of a created topic"
     )
     replication_factor: Annotated[int, Field(ge=1, le=32)] = Field(
-        3, description="replication factor of a created topic"
+        default=3, description="replication factor of a created topic"
     )
     # -1 keeps records forever; otherwise at most ten years.
     retention_ms: Annotated[int, Field(ge=-1, le=int(3650 * DAY * 1000))] = Field(
-        int(7 * DAY * 1000), description="retention of created data topics; -1 keeps forever"
+        default=int(7 * DAY * 1000),
+        description="retention of created data topics; -1 keeps forever",
     )
     # librdkafka's floor is 1 s; brokers refuse more than transaction.max.timeout.ms (15 min
     # by default).
     transaction_timeout_seconds: Annotated[float, Field(ge=1, le=900)] = Field(
-        60.0,
+        default=60.0,
         description="the transaction's timeout, at most the broker's "
         "`transaction.max.timeout.ms` (15 minutes by default)",
     )
     # librdkafka's default queue may hold 1 GiB; a bounded queue makes back-pressure visible.
     queue_max_messages: Annotated[int, Field(ge=1000, le=10_000_000)] = Field(
-        100_000, description="messages the producer's queue holds before production waits"
+        default=100_000, description="messages the producer's queue holds before production waits"
     )
     queue_max_kbytes: Annotated[int, Field(ge=1024, le=4 * 1024 * 1024)] = Field(
-        256 * 1024,
+        default=256 * 1024,
         description="KiB the producer's queue holds before production waits; keep it well "
         "under the pod's memory limit",
     )
     operation_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = Field(
-        30.0, description="the bound on admin and metadata requests"
+        default=30.0, description="the bound on admin and metadata requests"
     )
     # A record whose Avro value is larger goes to the dead-letter topic: the broker (1 MiB per
     # batch by default) and librdkafka (message.max.bytes, 1,000,000) would refuse it, and a
     # refused message fails its transaction every time it is produced again.
     max_value_bytes: Annotated[int, Field(ge=1024, le=100 * 1024 * 1024)] = Field(
-        900_000,
+        default=900_000,
         description="larger records are dead-lettered (Kafka would refuse them); raise it only "
         "with the topic's `max.message.bytes` and librdkafka's `message.max.bytes`",
     )
@@ -444,7 +453,7 @@ class AvroSettings(_Section):
     """Schema Registry framing when a URL is set; Avro single-object encoding otherwise."""
 
     schema_registry_url: str | None = Field(
-        None,
+        default=None,
         description="Confluent framing through this Schema Registry when set; Avro "
         "single-object encoding otherwise",
     )
@@ -454,12 +463,12 @@ class AvroSettings(_Section):
     )
     # Named as confluent-kafka's serializer names them.
     auto_register_schemas: bool = Field(
-        True,
+        default=True,
         description="register the schema under `<topic>-value` at start-up; `false` only looks "
         'it up, where producers may read subjects but not write them (see "Schema Registry")',
     )
     use_latest_version: bool = Field(
-        False,
+        default=False,
         description="with `auto_register_schemas = false`: take the subject's latest version, "
         "which must be this schema, instead of looking the schema up among every version",
     )
@@ -478,24 +487,24 @@ class HttpSettings(_Section):
     """The /metrics, /livez and /readyz listener."""
 
     host: str = Field(
-        "127.0.0.1",
+        default="127.0.0.1",
         description="address of `/metrics`, `/livez`, `/readyz`: an IP address (`0.0.0.0` or "
         "`::` for every interface) or a host name",
     )
     port: Annotated[int, Field(ge=0, le=65535)] = Field(
-        9464, description="port of `/metrics`, `/livez`, `/readyz`"
+        default=9464, description="port of `/metrics`, `/livez`, `/readyz`"
     )
     # Probes and scrapes need a handful. Beyond this many, a new connection closes the oldest
     # one that has not sent its request yet, or is closed at once. Keep it, plus about 300 for
     # connections accepted only to be closed, below the process's file descriptor limit
     # (`ulimit -n`), which Kafka and the vendor API share.
     max_connections: Annotated[int, Field(ge=1, le=65_536)] = Field(
-        100, description='the listener\'s bound on open connections (see "Endpoints")'
+        default=100, description='the listener\'s bound on open connections (see "Endpoints")'
     )
     # A connection is closed when its request headers are not complete this long after it
     # opened (or, kept alive, after its previous answer).
     header_timeout_seconds: PositiveSeconds = Field(
-        5.0, description="a connection whose request headers take longer is closed"
+        default=5.0, description="a connection whose request headers take longer is closed"
     )
 
     @field_validator("host")
@@ -520,10 +529,11 @@ class HttpSettings(_Section):
 
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", description="the lowest level logged"
+        default="INFO", description="the lowest level logged"
     )
     format: Literal["auto", "json", "text"] = Field(
-        "auto", description="log lines as JSON or text; auto: text on a terminal, JSON otherwise"
+        default="auto",
+        description="log lines as JSON or text; auto: text on a terminal, JSON otherwise",
     )
 
 
@@ -540,19 +550,20 @@ class FleetSettings(_Section):
     """Replicas sharing the sources through a Kafka consumer group (off: one replica)."""
 
     enabled: bool = Field(
-        False,
+        default=False,
         description="share the sources among replicas through a Kafka consumer group; off, "
         "this process runs every source (one replica only)",
     )
     group_id: str = Field(
-        "cdr-connector", description="the consumer group of the replicas that share the sources"
+        default="cdr-connector",
+        description="the consumer group of the replicas that share the sources",
     )
     coordination_topic: str = Field(
-        "cdr-connector.sources",
+        default="cdr-connector.sources",
         description="its partitions stand for the sources (one each, by name order)",
     )
     session_timeout_seconds: Annotated[float, Field(ge=6, le=300)] = Field(
-        10.0,
+        default=10.0,
         description="a replica not heard from for this long loses its sources to the others "
         "(brokers refuse less than their group.min.session.timeout.ms, 6 s by default)",
     )
@@ -585,7 +596,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
     shutdown_timeout_seconds: Annotated[float, Field(gt=0, le=HOUR)] = Field(
-        30.0, description="bound on a graceful stop"
+        default=30.0, description="bound on a graceful stop"
     )
 
     @classmethod
