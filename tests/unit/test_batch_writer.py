@@ -16,8 +16,8 @@ from cdr_connector import batch_writer
 from cdr_connector.avro import SingleObjectEncoder, decode
 from cdr_connector.bill_writer import BillWriter, EncodedRecord
 from cdr_connector.checkpoint import CommittedIds, hour_start
+from tests.fakes import bill
 from tests.unit import builds
-from tests.unit.test_pipeline import bill
 from tests.unit.test_records import context, utc_ms
 
 HOUR = 3_600_000
@@ -150,3 +150,41 @@ def test_the_source_build_says_it_is_not_compiled() -> None:
 
 def test_a_compiled_batch_writer_is_built_from_the_current_source() -> None:
     builds.assert_built_from_current_source(batch_writer)
+
+
+def figures(tallies: Any) -> tuple[Any, ...]:
+    return (
+        sorted(tallies.end_times_ms),
+        tallies.start_hours,
+        tallies.calls,
+        tallies.billed_seconds,
+        tallies.unknown_fields,
+    )
+
+
+def test_messages_may_be_asked_for_twice_without_counting_the_records_twice(
+    impl: ModuleType,
+) -> None:
+    writer = new_writer(impl)
+    write_all(writer, [bill(3, newfield="x"), bill(1), bill(2, ext="8002")])
+    tallies = impl.RecordTallies()
+    first = writer.messages("cdr.calls", HEADERS, tallies)
+    once = figures(tallies)
+    assert once[2] == {("callout", 3, True): 3} and once[4] == 1
+    second = writer.messages("cdr.calls", HEADERS, tallies)
+    assert second == first
+    assert figures(tallies) == once
+    assert [r.id for r in writer.records] == [3, 1, 2], "messages() leaves the records as written"
+
+
+def test_the_writer_keeps_its_own_tallies_and_hands_over_copies(impl: ModuleType) -> None:
+    writer = new_writer(impl)
+    write_all(writer, [bill(1), bill(2, billsec=7, duration=9)])
+    given = impl.RecordTallies()
+    given.add(EncodedRecord(99, b"k", b"v", 0, 0, False, "callin", 1, 0, 5))  # another batch's
+    writer.messages("cdr.calls", HEADERS, given)
+    assert figures(given) == figures(writer.tallies)
+    given.calls.clear()
+    given.end_times_ms.append(1)
+    assert writer.tallies.calls == {("callout", 3, True): 2}
+    assert len(writer.tallies.end_times_ms) == 2
