@@ -37,6 +37,8 @@ from cdr_connector import bill as b
 from cdr_connector.errors import RecordError
 
 STAGE: Final = b.STAGE
+CONNECTOR_FIELDS: Final = ("extra_fields", "source", "fetched_at", "pbx_timezone", "fetch_mode")
+"""The schema's fields that the connector fills, after the vendor's (`bill.KNOWN_FIELDS`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +57,8 @@ def normalise(bill: Mapping[str, Any], context: RecordContext) -> dict[str, Any]
     Raises `RecordError(stage="normalise")` naming the field when the bill cannot be read;
     the rules are in `bill` and in this module's docstring.
     """
-    if isinstance(bill, b.UnreadableBill):
-        raise RecordError(f"the bill is not readable JSON ({bill.reason})", stage="parse")
-    if type(bill) is not dict and not isinstance(bill, Mapping):
-        raise RecordError(
-            f"a bill must be a JSON object, not {b.json_type(bill)}: {b.show(bill)}", stage=STAGE
-        )
+    if type(bill) is not dict:  # checked out of line: nearly every bill is a dict
+        _require_mapping(bill)
     clock = b.clock_for(context.zone)
     start = b.required_time(bill, "starttime", clock)
     end = b.required_time(bill, "endtime", clock)
@@ -81,13 +79,9 @@ def normalise(bill: Mapping[str, Any], context: RecordContext) -> dict[str, Any]
         hangupcause, fetched_at,
     ):  # fmt: skip
         raise b.call_problem(
-            bill,
-            start_ms=start,
-            end_ms=end,
-            duration=duration,
-            billsec=billsec,
+            bill, start_ms=start, end_ms=end, duration=duration, billsec=billsec,
             fetched_at_ms=fetched_at,
-        )
+        )  # fmt: skip
     return {
         "id": record_id,
         "extnumber": b.optional_text(bill, "extnumber"),
@@ -127,6 +121,16 @@ def record_key(record: Mapping[str, Any], fallback_field: str = "displaynumber")
     fallback = record[fallback_field]
     text = fallback if type(fallback) is str else str(fallback)
     return (text or str(record["id"])).encode()
+
+
+def _require_mapping(bill: object) -> None:
+    """Raise the parse or normalise error of a bill that is not a JSON object."""
+    if isinstance(bill, b.UnreadableBill):
+        raise RecordError(f"the bill is not readable JSON ({bill.reason})", stage="parse")
+    if not isinstance(bill, Mapping):
+        raise RecordError(
+            f"a bill must be a JSON object, not {b.json_type(bill)}: {b.show(bill)}", stage=STAGE
+        )
 
 
 def _reread_after(bill: Mapping[str, Any], field: str, clock: b.LocalClock, start: int) -> int:
