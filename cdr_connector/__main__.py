@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TypeAlias
 
 from cdr_connector import __version__
 from cdr_connector.config import Settings
@@ -43,7 +44,31 @@ def _build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the connector until SIGTERM/SIGINT")
     _add_config_argument(run)
     run.set_defaults(handler=_run)
+    _add_backfill_command(commands)
 
+    check = commands.add_parser(
+        "check", help="check login, Kafka, topics and registry; exit 0 when all pass"
+    )
+    _add_config_argument(check)
+    check.set_defaults(handler=_check)
+
+    schema = commands.add_parser("schema", help="print the Avro schema of the records")
+    schema.set_defaults(handler=_schema)
+    _add_tail_command(commands)
+
+    from cdr_connector.simulator import cli as simulator_cli
+
+    simulate = commands.add_parser("simulate", help="run the vendor API simulator")
+    simulator_cli.add_arguments(simulate)
+    simulate.set_defaults(handler=simulator_cli.run)
+    return parser
+
+
+# What argparse's add_subparsers returns; its class is private to argparse.
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _add_backfill_command(commands: Commands) -> None:
     backfill = commands.add_parser(
         "backfill",
         help="publish a historical window (syncflag=3) exactly once, alongside the live stream",
@@ -63,15 +88,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     backfill.set_defaults(handler=_backfill)
 
-    check = commands.add_parser(
-        "check", help="check login, Kafka, topics and registry; exit 0 when all pass"
-    )
-    _add_config_argument(check)
-    check.set_defaults(handler=_check)
 
-    schema = commands.add_parser("schema", help="print the Avro schema of the records")
-    schema.set_defaults(handler=_schema)
-
+def _add_tail_command(commands: Commands) -> None:
     tail = commands.add_parser(
         "tail", help="print committed records of the topic as JSON lines (read_committed)"
     )
@@ -86,13 +104,6 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     tail.add_argument("--dead-letters", action="store_true", help="read the dead-letter topic")
     tail.set_defaults(handler=_tail)
-
-    from cdr_connector.simulator import cli as simulator_cli
-
-    simulate = commands.add_parser("simulate", help="run the vendor API simulator")
-    simulator_cli.add_arguments(simulate)
-    simulate.set_defaults(handler=simulator_cli.run)
-    return parser
 
 
 def _add_config_argument(parser: argparse.ArgumentParser) -> None:
