@@ -240,7 +240,7 @@ new_cluster_id() {
 wait_ready() {
     local pid="$1" port="$2" deadline="$3"
     while :; do
-        pid_is_broker "$pid" || return 2
+        pid_is_broker "$pid" || pid_is_launching "$pid" || return 2
         if port_open "$port" && probe "$port"; then
             return 0
         fi

@@ -21,6 +21,15 @@ java_pid_has_args() {
     return 1
 }
 
+# True while $1 is the setsid a service was launched with and has not yet become its java: a
+# process checked at once after `setsid java ... &` may not have exec'd yet.
+pid_is_launching() {
+    local -a args=()
+    [[ -r "/proc/$1/cmdline" ]] || return 1
+    mapfile -d '' args <"/proc/$1/cmdline" 2>/dev/null || return 1
+    ((${#args[@]} > 0)) && [[ "${args[0]##*/}" == setsid ]]
+}
+
 # The pid in file $1 if the predicate $2 holds for it.
 pid_from_file() {
     local file="$1" predicate="$2" pid

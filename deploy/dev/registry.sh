@@ -149,7 +149,7 @@ answers() {
 wait_ready() {
     local pid="$1" deadline="$2"
     while :; do
-        pid_is_registry "$pid" || return 2
+        pid_is_registry "$pid" || pid_is_launching "$pid" || return 2
         answers && return 0
         (($(date +%s) < deadline)) || return 1
         sleep 0.5
