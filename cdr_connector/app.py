@@ -124,7 +124,9 @@ class Connector:
     async def _run_as_member(self) -> int:
         """The sources the group assigns to this replica, until a stop."""
         by_name = {s.source.name: s for s in self.settings.per_source()}
-        membership = Membership(self.settings, sorted(by_name), self._assigned, self._revoked)
+        membership = Membership(
+            self.settings, sorted(by_name), self._assigned, self._revoked, self._lost
+        )
         member = asyncio.create_task(membership.run(self._stop))
         stopped = asyncio.create_task(self._stop.wait())
         await asyncio.wait({member, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -155,10 +157,20 @@ class Connector:
     async def _revoked(self, names: list[str]) -> None:
         """Stop these sources and wait for them (bounded): only then may another replica
         take them."""
+        await self._let_go(names, at_once=False)
+
+    async def _lost(self, names: list[str]) -> None:
+        """Drop these sources: another replica may own them already."""
+        await self._let_go(names, at_once=True)
+
+    async def _let_go(self, names: list[str], *, at_once: bool) -> None:
         stopping = [self._tasks[name] for name in names if name in self._tasks]
         for name in names:
             if name in self.runners:
-                self.runners[name].request_stop()
+                if at_once:
+                    self.runners[name].drop()
+                else:
+                    self.runners[name].request_stop()
         if stopping:
             await asyncio.wait(stopping)
         for name in names:

@@ -92,11 +92,13 @@ class Membership:
         names: list[str],
         on_assigned: SourcesChange,
         on_revoked: SourcesChange,
+        on_lost: SourcesChange,
     ) -> None:
         self._settings = settings
         self._by_partition = source_partitions(names)
         self._on_assigned = on_assigned
         self._on_revoked = on_revoked
+        self._on_lost = on_lost
         self._loop: asyncio.AbstractEventLoop | None = None
         self._leaving = threading.Event()
         self.owned: set[str] = set()
@@ -169,7 +171,7 @@ class Membership:
                 why,
                 ", ".join(names),
             )
-            self._changed(change, names, self._on_revoked)
+            self._changed(change, names, self._on_revoked if change == "revoked" else self._on_lost)
             self.owned.difference_update(names)
         metrics.FLEET_SOURCES_OWNED.set(len(self.owned))
 

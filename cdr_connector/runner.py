@@ -69,6 +69,7 @@ class SourceRunner:
         """The error that ended start-up, if one did (the process may raise it)."""
         self._stop = asyncio.Event()
         self._redactor = Redactor()
+        self._pipeline_task: asyncio.Task[None] | None = None
         self.created = clock.monotonic()
         """When this source was given to this process (`metrics.SOURCE_START`)."""
 
@@ -114,8 +115,16 @@ class SourceRunner:
             if not self.abandoned:
                 await steps.close()
 
+    def drop(self) -> None:
+        """Stop at once, committing nothing more: another replica owns this source now (its
+        producer fenced this one's), so what this one fetched is that one's sweep's."""
+        self.request_stop()
+        if self._pipeline_task is not None:
+            self._pipeline_task.cancel()
+
     async def _supervise(self, pipeline: Pipeline) -> int:
         task = asyncio.create_task(pipeline.run(self.backfill), name=f"pipeline-{self.name}")
+        self._pipeline_task = task
         stop_requested = asyncio.create_task(pipeline.wait_stop_requested())
         await asyncio.wait({task, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
         if not task.done():
@@ -133,6 +142,9 @@ class SourceRunner:
                 self.abandoned = True
                 return 0
         stop_requested.cancel()
+        if task.cancelled():
+            log.warning("source %s: dropped, its open work left to its new owner", self.name)
+            return 0
         errors = _connector_errors(task)
         if errors:
             self._failed(errors)
