@@ -86,6 +86,9 @@ def _add_backfill_command(commands: Commands) -> None:
     backfill.add_argument(
         "--slice-seconds", type=float, default=3600.0, help="width of one slice (default 3600)"
     )
+    backfill.add_argument(
+        "--source", help="with [[sources]]: the one source to backfill (by its name)"
+    )
     backfill.set_defaults(handler=_backfill)
 
 
@@ -138,7 +141,7 @@ def _backfill(args: argparse.Namespace) -> int:
     from cdr_connector.app import run_connector
     from cdr_connector.pipeline import Backfill
 
-    settings = _load(args)
+    settings = _one_source(_load(args), args.source)
     zone = settings.source.zone
     start = _pbx_time(args.start, "--from").replace(tzinfo=zone)
     end = _pbx_time(args.end, "--to").replace(tzinfo=zone)
@@ -147,6 +150,19 @@ def _backfill(args: argparse.Namespace) -> int:
     if args.slice_seconds < 1:
         raise ConfigError("--slice-seconds must be at least 1")
     return run_connector(settings, Backfill(start, end, args.slice_seconds))
+
+
+def _one_source(settings: Settings, name: str | None) -> Settings:
+    """The settings of the source to backfill, on its own: never a fleet member (it would be
+    given other sources), and with several sources only the one `--source` names."""
+    sources = {each.source.name: each for each in settings.per_source()}
+    if name is None and len(sources) > 1:
+        raise ConfigError(f"backfill takes one source: add --source, one of {', '.join(sources)}")
+    chosen = sources.get(name) if name is not None else next(iter(sources.values()))
+    if chosen is None:
+        raise ConfigError(f"--source {name!r} is none of the sources: {', '.join(sources)}")
+    fleet = chosen.fleet.model_copy(update={"enabled": False})
+    return chosen.model_copy(update={"fleet": fleet})
 
 
 def _pbx_time(text: str, option: str) -> datetime:

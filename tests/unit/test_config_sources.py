@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from cdr_connector.__main__ import main
 from cdr_connector.config import Settings, load_settings
 from cdr_connector.errors import ConfigError
 from cdr_connector.fleet import source_partitions
@@ -85,3 +86,28 @@ def test_sources_that_cannot_run_side_by_side_are_refused(
 
 def test_each_source_has_one_partition_of_the_coordination_topic_in_name_order() -> None:
     assert source_partitions(["west", "east", "north"]) == {0: "east", 1: "north", 2: "west"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "complaint"),
+    [
+        ((), "backfill takes one source: add --source, one of east, west"),
+        (("--source", "north"), "--source 'north' is none of the sources: east, west"),
+    ],
+)
+def test_a_backfill_of_several_sources_must_name_one(
+    extra: tuple[str, ...],
+    complaint: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("CDR_CONFIG", raising=False)
+    config = tmp_path / "settings.toml"
+    config.write_text(
+        '[[sources]]\nname = "east"\nappid = "a1"\naccesskey = "k1"\n\n'
+        '[[sources]]\nname = "west"\nappid = "a2"\naccesskey = "k2"\n'
+    )
+    window = ["--from", "2026-11-01 00:00:00", "--to", "2026-11-01 01:00:00"]
+    assert main(["backfill", "-c", str(config), *window, *extra]) == 2
+    assert complaint in capsys.readouterr().err
