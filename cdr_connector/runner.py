@@ -32,11 +32,12 @@ from cdr_connector.backoff import Backoff
 from cdr_connector.clock import Clock
 from cdr_connector.config import Settings
 from cdr_connector.errors import CdrConnectorError, RetryableError
-from cdr_connector.kafka_sink import TransactionalSink, ensure_topics
+from cdr_connector.kafka_sink import TransactionalSink
 from cdr_connector.pipeline import Pipeline
 from cdr_connector.poller import Poller
 from cdr_connector.redaction import Redactor
 from cdr_connector.scheduler import Backfill
+from cdr_connector.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
