@@ -37,6 +37,7 @@ from cdr_connector.errors import (
     TransactionAbortRequiredError,
 )
 from cdr_connector.kafka_clients import new_consumer, producer_config
+from cdr_connector.recorder import Recorder
 from cdr_connector.topics import ensure_topics
 
 # ensure_topics lives in `topics`; it stays importable from here for the wiring that uses it.
@@ -88,9 +89,11 @@ class TransactionalSink:
         settings: Settings,
         *,
         producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
+        recorder: Recorder | None = None,
     ) -> None:
         self._settings = settings
         self._source = settings.source.name
+        self._recorder: Recorder = recorder or metrics.PrometheusRecorder(self._source)
         self._producer_factory = producer_factory
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-producer")
         self._producer: Producer | None = None
@@ -148,11 +151,9 @@ class TransactionalSink:
                 self._abort_quietly(producer)
             raise error from exc
         finally:
-            for delivery_error in self._delivery_errors:
-                metrics.KAFKA_DELIVERY_ERRORS.labels(
-                    self._source, metrics.kafka_error_label(delivery_error.name())
-                ).inc()
-        metrics.TRANSACTIONS.labels(self._source, "committed").inc()
+            if self._delivery_errors:
+                self._recorder.delivery_errors([e.name() for e in self._delivery_errors])
+        self._recorder.transaction("committed")
 
     def _produce(self, producer: Producer, message: OutgoingMessage) -> None:
         while True:
@@ -192,7 +193,7 @@ class TransactionalSink:
         except KafkaException as exc:
             raise _convert(exc, "aborting a transaction") from exc
         self._transaction_open = False
-        metrics.TRANSACTIONS.labels(self._source, "aborted").inc()
+        self._recorder.transaction("aborted")
 
     def _abort_quietly(self, producer: Producer) -> None:
         """Abort after a failure; if even that fails, the next commit attempt aborts first."""

@@ -598,3 +598,21 @@ class PrometheusRecorder:
 
     def answer_skipped(self) -> None:
         ANSWER_SKIPPED.labels(self._source).inc()
+
+    def api_request(self, service: str, outcome: str | None, seconds: float) -> None:
+        API_REQUEST_DURATION.labels(self._source, service).observe(seconds)
+        if outcome is not None:  # a cancelled request has no outcome
+            API_REQUESTS.labels(self._source, service, outcome).inc()
+
+    def api_error(self, kind: str) -> None:
+        API_ERRORS.labels(self._source, kind).inc()
+
+    def token_renewed(self) -> None:
+        TOKEN_RENEWALS.labels(self._source).inc()
+
+    def transaction(self, result: str) -> None:
+        TRANSACTIONS.labels(self._source, result).inc()
+
+    def delivery_errors(self, names: list[str]) -> None:
+        for name in names:
+            KAFKA_DELIVERY_ERRORS.labels(self._source, kafka_error_label(name)).inc()

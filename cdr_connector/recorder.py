@@ -1,6 +1,7 @@
 """What the pipeline reports as it runs, as one injected dependency rather than global metrics.
 
-The scheduler, the committer and the poller tell a `Recorder` what happened (a cycle ended, a
+The scheduler, the committer, the poller, the API client and the Kafka sink tell a `Recorder`
+what happened (a cycle ended, a
 transaction committed these figures, the brake engaged); the Prometheus implementation
 (`metrics.PrometheusRecorder`) turns that into series labelled with the source's name. Tests
 pass a recorder of their own (`tests/fakes.py`) and read what was reported, without touching
@@ -48,3 +49,19 @@ class Recorder(Protocol):
 
     def answer_skipped(self) -> None:
         """A one-bill page over the answer size limit was skipped."""
+
+    def api_request(self, service: str, outcome: str | None, seconds: float) -> None:
+        """A vendor API request (`service`: login, getbill, recordfile) ended with `outcome`
+        (ok, retryable, permanent, content; None when it was cancelled) after `seconds`."""
+
+    def api_error(self, kind: str) -> None:
+        """A vendor API request failed in a way of this kind (`metrics.API_ERROR_KINDS`)."""
+
+    def token_renewed(self) -> None:
+        """A login obtained a new vendor API token."""
+
+    def transaction(self, result: str) -> None:
+        """A Kafka transaction was `committed` or `aborted`."""
+
+    def delivery_errors(self, names: list[str]) -> None:
+        """The librdkafka errors (by name) a transaction's deliveries reported."""

@@ -192,7 +192,10 @@ class _StartUp:
     def __init__(self, connector: SourceRunner, settings: Settings) -> None:
         # Made first: it knows every secret of the settings (and the tokens it will get), and
         # the errors quoted in /readyz and the log go through its redactor.
-        self.api = VendorApiClient(settings.source, settings.poll, clock=connector.clock)
+        self.recorder = metrics.PrometheusRecorder(settings.source.name)
+        self.api = VendorApiClient(
+            settings.source, settings.poll, clock=connector.clock, recorder=self.recorder
+        )
         self.sink: TransactionalSink | None = None
         self._connector = connector
         self._settings = settings
@@ -219,8 +222,8 @@ class _StartUp:
         await self._step(
             "Kafka (its topics)", lambda: self._in_thread(ensure_topics, settings), on_thread=True
         )
-        sink = self.sink = TransactionalSink(settings)
-        recorder = metrics.PrometheusRecorder(source)
+        recorder = self.recorder
+        sink = self.sink = TransactionalSink(settings, recorder=recorder)
         poller = Poller(api, settings.source, settings.poll, connector.clock, recorder)
         pipeline = Pipeline(
             settings,

@@ -164,6 +164,21 @@ class FakeRecorder:
     def answer_skipped(self) -> None:
         self.events.append(("answer_skipped", None))
 
+    def api_request(self, service: str, outcome: str | None, seconds: float) -> None:
+        self.events.append(("api_request", (service, outcome)))
+
+    def api_error(self, kind: str) -> None:
+        self.events.append(("api_error", kind))
+
+    def token_renewed(self) -> None:
+        self.events.append(("token_renewed", None))
+
+    def transaction(self, result: str) -> None:
+        self.events.append(("transaction", result))
+
+    def delivery_errors(self, names: list[str]) -> None:
+        self.events.append(("delivery_errors", names))
+
 
 # --- assembling a pipeline from the fakes ----------------------------------------------------
 

@@ -79,6 +79,7 @@ from cdr_connector.errors import (
     RetryableError,
     TokenExpiredError,
 )
+from cdr_connector.recorder import Recorder
 from cdr_connector.redaction import Redactor
 
 log = logging.getLogger(__name__)
@@ -171,8 +172,10 @@ class VendorApiClient:
         session_factory: Callable[[], aiohttp.ClientSession] | None = None,
         rng: random.Random | None = None,
         redactor: Redactor | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self._source = source
+        self._recorder: Recorder = recorder or metrics.PrometheusRecorder(source.name)
         self._zone = source.zone
         self._url = str(source.api_url)
         self._clock: Clock = clock or SystemClock()
@@ -182,7 +185,7 @@ class VendorApiClient:
             source, poll.concurrency + _SPARE_CONNECTIONS
         )
         self._redact = redactor if redactor is not None else Redactor.for_source(source)
-        self._tokens = TokenKeeper(source, self._clock, self._request_token)
+        self._tokens = TokenKeeper(source, self._clock, self._request_token, self._recorder)
         self._transport = Transport(source, session_factory, self._redact)
 
     @property
@@ -287,7 +290,7 @@ class VendorApiClient:
         self, service: str, form: Mapping[str, str], read: Callable[[Any, int], T]
     ) -> T:
         """One HTTP exchange, its metrics, and the reading of its answer."""
-        source, label = self._source.name, SERVICE_LABELS[service]
+        label = SERVICE_LABELS[service]
         started = self._clock.monotonic()
         outcome: str | None = None
         try:
@@ -298,17 +301,13 @@ class VendorApiClient:
             return value
         except CountedError as failure:
             outcome = _outcome_of(failure.error)
-            metrics.API_ERRORS.labels(source, failure.kind).inc()
+            self._recorder.api_error(failure.kind)
             raise _redacted(failure.error, self._redact) from failure.__cause__
         finally:
-            metrics.API_REQUEST_DURATION.labels(source, label).observe(
-                self._clock.monotonic() - started
-            )
-            if outcome is not None:  # a cancelled request has no outcome
-                metrics.API_REQUESTS.labels(source, label, outcome).inc()
+            self._recorder.api_request(label, outcome, self._clock.monotonic() - started)
 
     def _salvaged(self, service: str, unreadable: int) -> None:
-        metrics.API_ERRORS.labels(self._source.name, "salvaged").inc()
+        self._recorder.api_error("salvaged")
         log.warning(
             "%s: the answer is not valid JSON as a whole; read bill by bill, %d bill(s) "
             "unreadable (dead-lettered with their raw bytes)",

@@ -18,10 +18,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from cdr_connector import metrics
 from cdr_connector.clock import Clock
 from cdr_connector.config import SourceSettings
 from cdr_connector.errors import ConfigError
+from cdr_connector.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,12 @@ class TokenKeeper:
     Errors of the login request are raised as the `LogIn` callable raised them.
     """
 
-    def __init__(self, source: SourceSettings, clock: Clock, log_in: LogIn) -> None:
+    def __init__(
+        self, source: SourceSettings, clock: Clock, log_in: LogIn, recorder: Recorder
+    ) -> None:
         self._valid_for = renewal_interval(source)
         self._source_name = source.name
+        self._recorder = recorder
         self._appid = source.appid
         self._clock = clock
         self._log_in_request = log_in
@@ -98,7 +101,7 @@ class TokenKeeper:
         self._generation += 1
         token = Token(value, self._generation, issued_at + self._valid_for)
         self._token = token
-        metrics.TOKEN_RENEWALS.labels(self._source_name).inc()
+        self._recorder.token_renewed()
         log.info(
             "logged in to the vendor API as appid %s (token %d, renewed in %.0f s)",
             self._appid,

@@ -47,7 +47,7 @@ from cdr_connector.errors import (
     PermanentError,
 )
 from cdr_connector.metrics import REGISTRY
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, FakeRecorder
 
 ACCESSKEY = "ak-SECRET-5f1c9e07"
 APPID = "test-appid"
@@ -321,6 +321,24 @@ async def test_a_page_is_fetched_with_one_login_and_the_documented_form(
         "chengshudu": "",
         "customuuid": "",
     }
+
+
+async def test_requests_are_reported_to_the_recorder_the_client_was_given(
+    vendor: FakeVendor,
+) -> None:
+    recorder = FakeRecorder()
+    before = requests_total("injected", "getbill", "ok")
+    client = VendorApiClient(
+        make_source(vendor.url, name="injected"), PollSettings(), clock=FakeClock(),
+        recorder=recorder,
+    )  # fmt: skip
+    try:
+        await client.get_bills(query())
+    finally:
+        await client.close()
+    assert recorder.of("api_request") == [("login", "ok"), ("getbill", "ok")]
+    assert recorder.of("token_renewed") == [None]
+    assert requests_total("injected", "getbill", "ok") == before, "nothing in the registry"
 
 
 async def test_bills_that_are_not_objects_are_passed_on(

@@ -12,7 +12,7 @@ import pytest
 from cdr_connector.api.tokens import TokenKeeper, renewal_interval
 from cdr_connector.config import SourceSettings
 from cdr_connector.errors import ConfigError
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, FakeRecorder
 
 _names = itertools.count()
 
@@ -46,19 +46,21 @@ class Logins:
 async def test_concurrent_requests_without_a_token_share_one_login() -> None:
     logins = Logins()
     logins.gate.clear()
-    keeper = TokenKeeper(source(), FakeClock(), logins)
+    recorder = FakeRecorder()
+    keeper = TokenKeeper(source(), FakeClock(), logins, recorder)
     waiting = [asyncio.create_task(keeper.valid()) for _ in range(5)]
     await asyncio.sleep(0)
     logins.gate.set()
     tokens = await asyncio.gather(*waiting)
     assert logins.issued == ["tok-SECRET-1"]
     assert {t.value for t in tokens} == {"tok-SECRET-1"}
+    assert recorder.of("token_renewed") == [None], "one login reported, to the recorder given"
 
 
 async def test_a_token_is_renewed_when_due_on_the_clock() -> None:
     clock = FakeClock()
     logins = Logins()
-    keeper = TokenKeeper(source(lifetime=600, renew_before=60), clock, logins)
+    keeper = TokenKeeper(source(lifetime=600, renew_before=60), clock, logins, FakeRecorder())
     first = await keeper.valid()
     clock.advance(539)
     assert await keeper.valid() is first
@@ -68,7 +70,7 @@ async def test_a_token_is_renewed_when_due_on_the_clock() -> None:
 
 
 async def test_a_rejection_of_a_replaced_token_keeps_the_newer_one() -> None:
-    keeper = TokenKeeper(source(), FakeClock(), Logins())
+    keeper = TokenKeeper(source(), FakeClock(), Logins(), FakeRecorder())
     old = await keeper.valid()
     new = await keeper.renew()
     keeper.reject(old)
@@ -80,7 +82,7 @@ async def test_a_rejection_of_a_replaced_token_keeps_the_newer_one() -> None:
 
 async def test_forget_makes_the_next_request_log_in() -> None:
     logins = Logins()
-    keeper = TokenKeeper(source(), FakeClock(), logins)
+    keeper = TokenKeeper(source(), FakeClock(), logins, FakeRecorder())
     await keeper.valid()
     keeper.forget()
     assert keeper.current is None
@@ -89,7 +91,7 @@ async def test_forget_makes_the_next_request_log_in() -> None:
 
 
 async def test_a_token_value_never_shows_in_a_repr() -> None:
-    keeper = TokenKeeper(source(), FakeClock(), Logins())
+    keeper = TokenKeeper(source(), FakeClock(), Logins(), FakeRecorder())
     token = await keeper.valid()
     for text in (repr(token), str(token), repr(keeper.current)):
         assert "SECRET" not in text
