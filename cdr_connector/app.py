@@ -53,6 +53,11 @@ class Connector:
     must exit without waiting for that thread (see `run_connector`)."""
     _stop: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
     _tasks: dict[str, asyncio.Task[int]] = field(default_factory=dict, init=False, repr=False)
+    _sources: dict[str, Settings] = field(init=False, repr=False)
+    """Each configured source's settings, by name: worked out once, not at every probe."""
+
+    def __post_init__(self) -> None:
+        self._sources = {each.source.name: each for each in self.settings.per_source()}
 
     @property
     def pipeline(self) -> Pipeline | None:
@@ -72,7 +77,7 @@ class Connector:
         unready = self.unready_sources()
         if not unready or self.settings.fleet.enabled:
             return None
-        if len(self.settings.per_source()) == 1:
+        if len(self._sources) == 1:
             return next(iter(unready.values()))
         return "; ".join(f"source {name}: {reason}" for name, reason in sorted(unready.items()))
 
@@ -100,7 +105,7 @@ class Connector:
         )
         self.ops_port = listener.port
         _install_signal_handlers(self)
-        names = [source.source.name for source in self.settings.per_source()]
+        names = list(self._sources)
         log.info(
             "cdr-connector %s starting source(s) %s; /metrics, /livez and /readyz on port %d",
             __version__,
@@ -116,16 +121,15 @@ class Connector:
 
     async def _run_all(self) -> int:
         """Every configured source, until each has ended."""
-        for settings in self.settings.per_source():
+        for settings in self._sources.values():
             self.start_source(settings)
         codes = await asyncio.gather(*self._tasks.values())
         return self._exit_status(list(codes))
 
     async def _run_as_member(self) -> int:
         """The sources the group assigns to this replica, until a stop."""
-        by_name = {s.source.name: s for s in self.settings.per_source()}
         membership = Membership(
-            self.settings, sorted(by_name), self._assigned, self._revoked, self._lost
+            self.settings, sorted(self._sources), self._assigned, self._revoked, self._lost
         )
         member = asyncio.create_task(membership.run(self._stop))
         stopped = asyncio.create_task(self._stop.wait())
@@ -149,10 +153,9 @@ class Connector:
     async def _assigned(self, names: list[str]) -> None:
         if self._stop.is_set():
             return  # leaving: the group takes them back when this replica has left
-        by_name = {s.source.name: s for s in self.settings.per_source()}
         for name in names:
             if name not in self.runners:
-                self.start_source(by_name[name])
+                self.start_source(self._sources[name])
 
     async def _revoked(self, names: list[str]) -> None:
         """Stop these sources and wait for them (bounded): only then may another replica
