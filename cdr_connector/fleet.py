@@ -30,13 +30,14 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka import KafkaError as LibKafkaError
+from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewPartitions, NewTopic
 
 from cdr_connector import metrics
 from cdr_connector.config import Settings
 from cdr_connector.errors import KafkaTransientError
 from cdr_connector.kafka_clients import consumer_config, new_admin
+from cdr_connector.topics import await_topic_changes
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,27 @@ def source_partitions(names: list[str]) -> dict[int, str]:
 
 def ensure_coordination_topic(settings: Settings, sources: int) -> None:
     """The coordination topic with at least one partition per source: created, or grown
-    when sources were added (a topic's partitions can only grow)."""
+    when sources were added (a topic's partitions can only grow). A topic another replica
+    created meanwhile (with as many partitions as it has sources) is read again, and grown."""
     topic = settings.fleet.coordination_topic
     admin = new_admin(settings)
     timeout = settings.kafka.operation_timeout_seconds
+    partitions = _partition_count(admin, topic, timeout)
+    if partitions is None:
+        spec = NewTopic(topic, sources, settings.kafka.replication_factor)
+        created = admin.create_topics([spec], operation_timeout=timeout)
+        if topic not in await_topic_changes(created, "create"):
+            log.info("created coordination topic %s with %d partitions", topic, sources)
+            return
+        partitions = _partition_count(admin, topic, timeout) or 0
+    if partitions < sources:
+        grow = NewPartitions(topic, sources)
+        await_topic_changes(admin.create_partitions([grow], operation_timeout=timeout), "grow")
+        log.info("coordination topic %s grown to %d partitions", topic, sources)
+
+
+def _partition_count(admin: AdminClient, topic: str, timeout: float) -> int | None:
+    """How many partitions `topic` has; None when it does not exist (or is not readable)."""
     try:
         # Not list_topics(topic=...): asking for one topic's metadata makes a broker with
         # auto.create.topics.enable create it, with the broker's default partition count.
@@ -65,22 +83,8 @@ def ensure_coordination_topic(settings: Settings, sources: int) -> None:
         raise KafkaTransientError(f"cannot read topic {topic}: {exc.args[0].str()}") from exc
     found = metadata.topics.get(topic)
     if found is None or found.error is not None:
-        spec = NewTopic(topic, sources, settings.kafka.replication_factor)
-        _await_admin(admin.create_topics([spec], operation_timeout=timeout), "create")
-        log.info("created coordination topic %s with %d partitions", topic, sources)
-    elif len(found.partitions) < sources:
-        grow = NewPartitions(topic, sources)
-        _await_admin(admin.create_partitions([grow], operation_timeout=timeout), "grow")
-        log.info("coordination topic %s grown to %d partitions", topic, sources)
-
-
-def _await_admin(futures: dict[str, Any], doing: str) -> None:
-    for topic, future in futures.items():
-        try:
-            future.result()
-        except KafkaException as exc:
-            if exc.args[0].code() != LibKafkaError.TOPIC_ALREADY_EXISTS:
-                raise KafkaTransientError(f"cannot {doing} topic {topic}: {exc}") from exc
+        return None
+    return len(found.partitions)
 
 
 class Membership:

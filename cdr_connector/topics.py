@@ -8,6 +8,8 @@ connector at start-up (`ensure_topics`, which creates them when allowed) and for
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError as LibKafkaError
@@ -94,12 +96,24 @@ def ensure_topics(settings: Settings, admin: AdminClient | None = None) -> None:
         return
     timeout = settings.kafka.operation_timeout_seconds
     futures = admin.create_topics(survey.missing, operation_timeout=timeout)
+    existed = await_topic_changes(futures, "create")
+    for topic in futures:
+        if topic not in existed:
+            log.info("created topic %s", topic)
+
+
+def await_topic_changes(futures: Mapping[str, Future[None]], doing: str) -> set[str]:
+    """Wait for every topic of an admin request (`create_topics`, `create_partitions`); `doing`
+    names it in errors. Returns the topics that existed already (another replica, or `check`,
+    got there first); any other failure raises KafkaTransientError naming the topic."""
+    existed: set[str] = set()
     for topic, future in futures.items():
         try:
             future.result()
-            log.info("created topic %s", topic)
         except KafkaException as exc:
             if exc.args[0].code() != LibKafkaError.TOPIC_ALREADY_EXISTS:
                 raise KafkaTransientError(
-                    f"cannot create topic {topic}: {exc.args[0].str()}"
+                    f"cannot {doing} topic {topic}: {exc.args[0].str()}"
                 ) from exc
+            existed.add(topic)
+    return existed
