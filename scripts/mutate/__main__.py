@@ -204,7 +204,8 @@ def _run_mutants(
     threads: int,
     deadline: runner.Deadline,
 ) -> list[report.Result]:
-    """Every chosen mutant, interleaved across modules, until the deadline."""
+    """Every chosen mutant, interleaved across modules, until the deadline; each survivor is
+    printed when it is found."""
     timeouts = originals.timeouts
     order = round_robin([plan.chosen[m] for m in plan.chosen if m in timeouts])
     skipped = [mutant for m in plan.chosen if m not in timeouts for mutant in plan.chosen[m]]
@@ -213,7 +214,14 @@ def _run_mutants(
         if deadline.passed():
             return None
         source, tests = plan.sources[mutant.path], originals.tests[mutant.path]
-        return runner.run_mutant(pool, mutant, source, tests, timeouts[mutant.path])
+        run = runner.run_mutant(pool, mutant, source, tests, timeouts[mutant.path])
+        if run.outcome == "survived":  # as it happens: a long run's survivors are work to do
+            before, after = report.changed_lines(source, mutant)
+            print(
+                f"survived: {mutant.path}:{mutant.line} {mutant.function}: {before} -> {after}",
+                file=sys.stderr,
+            )
+        return run
 
     def progress(done: int) -> None:
         if done % PROGRESS_EVERY == 0 or done == len(order):

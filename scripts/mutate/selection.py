@@ -35,10 +35,22 @@ CARVED_OUT = {
     },
     **{f"{PACKAGE}/api/{part}.py": f"{PACKAGE}/api/client.py" for part in ("tokens", "transport")},
 }
+# Unit test files that judge a module whose subject they are, though they reach it through
+# another module and are named after neither: the transport refuses redirects and goes
+# through proxies (api/transport.py), which the tests of those behaviours drive through
+# the client.
+SUBJECT_OF: dict[str, tuple[str, ...]] = {
+    f"{PACKAGE}/api/transport.py": (
+        "tests/unit/test_api_redirects.py",
+        "tests/unit/test_api_proxy.py",
+        "tests/unit/test_plain_http_warning.py",
+    ),
+}
 # Modules whose behaviour only a real broker (or the whole process) shows, and the integration
 # test files that judge them with `--with-broker`: chosen to run in seconds (test_cli.py about
-# 10 s, test_sink.py 4 s, test_startup_waits.py 17 s on 2 cores), never tests/faults/ (fixed
-# transactional ids) nor the minute-long end-to-end files. Their unit tests (if any) run first.
+# 10 s, test_sink.py 4 s, test_startup_waits.py 17 s, test_fleet_membership.py 5 s on 2
+# cores), never tests/faults/ (fixed transactional ids) nor the minute-long end-to-end files.
+# Their unit tests (if any) run first.
 _CLI = "tests/integration/test_cli.py"
 _SINK = "tests/integration/test_sink.py"
 BROKER_TESTS: dict[str, tuple[str, ...]] = {
@@ -49,6 +61,7 @@ BROKER_TESTS: dict[str, tuple[str, ...]] = {
     f"{PACKAGE}/tail.py": (_CLI,),
     f"{PACKAGE}/__main__.py": (_CLI, "tests/integration/test_cli_bad_settings.py"),
     f"{PACKAGE}/app.py": ("tests/integration/test_startup_waits.py",),
+    f"{PACKAGE}/fleet.py": ("tests/integration/test_fleet_membership.py",),
 }
 TESTS_PACKAGE = "tests"
 UNIT_TESTS = Path(TESTS_PACKAGE) / "unit"
@@ -96,8 +109,10 @@ def tests_by_module(root: Path, modules: Iterable[str]) -> dict[str, list[str]]:
         direct = imported_modules(tree, names, reexports)
         reached = _closure(direct | _through_helpers(root, tree, names, reexports), graph)
         named = {name for name in reached if _named_after(test.stem, _owner(names[name]))}
-        for name in sorted(direct | named):
-            chosen[names[name]].append(test.relative_to(root).as_posix())
+        relative = test.relative_to(root).as_posix()
+        subject = {name for name in reached if relative in SUBJECT_OF.get(names[name], ())}
+        for name in sorted(direct | named | subject):
+            chosen[names[name]].append(relative)
     return {path: _own_test_first(path, tests) for path, tests in chosen.items()}
 
 

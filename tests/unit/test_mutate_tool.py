@@ -242,6 +242,30 @@ def test_a_file_named_after_a_module_judges_it_when_it_reaches_it(tmp_path: Path
     assert judged["cdr_connector/api/tokens.py"] == ["tests/unit/test_tokens.py"]
 
 
+def test_the_tests_of_a_modules_subject_judge_it_when_they_reach_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "cdr_connector/__init__.py", "")
+    write(tmp_path / "cdr_connector/transport.py", "X = 1\n")
+    write(tmp_path / "cdr_connector/client.py", "from cdr_connector.transport import X\n")
+    write(tmp_path / "cdr_connector/other.py", "Y = 1\n")
+    write(tmp_path / "tests/unit/test_redirects.py", "from cdr_connector.client import X\n")
+    write(tmp_path / "tests/unit/test_listing.py", "from cdr_connector.other import Y\n")
+    subjects = ("tests/unit/test_redirects.py", "tests/unit/test_listing.py")
+    monkeypatch.setattr(selection, "SUBJECT_OF", {"cdr_connector/transport.py": subjects})
+    judged = selection.tests_by_module(tmp_path, core_modules(tmp_path))
+    # test_listing.py never reaches the transport: it cannot judge it
+    assert judged["cdr_connector/transport.py"] == ["tests/unit/test_redirects.py"]
+    assert judged["cdr_connector/client.py"] == ["tests/unit/test_redirects.py"]
+
+
+def test_every_file_named_as_judging_a_module_exists_and_is_a_unit_test() -> None:
+    named = [f for files in selection.SUBJECT_OF.values() for f in files]
+    assert named
+    root = Path(__file__).parents[2]
+    assert all(f.startswith("tests/unit/test_") and (root / f).is_file() for f in named)
+
+
 def test_with_the_broker_a_module_only_a_broker_exercises_gets_its_integration_tests() -> None:
     unit = {
         "cdr_connector/kafka_sink.py": ["tests/unit/test_pipeline.py"],
