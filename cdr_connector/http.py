@@ -219,10 +219,6 @@ class _ConnectionGuard:
             "second",
         )
 
-    @property
-    def open_connections(self) -> int:
-        return len(self._open)
-
     def __call__(self) -> asyncio.Protocol:
         now = self._loop.time()
         if len(self._open) >= self._max_connections:

@@ -34,6 +34,18 @@ def test_a_caller_that_never_stops_counting_still_gets_the_cap() -> None:
     assert 0.0 <= backoff.delay(10_000) <= 30.0
 
 
+def test_a_maximum_equal_to_the_initial_delay_is_a_constant_ceiling() -> None:
+    backoff = Backoff(2.0, 2.0)
+    assert [backoff.ceiling(n) for n in (1, 2, 10)] == [2.0, 2.0, 2.0]
+
+
+def test_the_exponent_stops_growing_at_64_doublings() -> None:
+    uncapped = Backoff(1.0, 1e300)
+    assert uncapped.ceiling(64) == 2.0**63
+    assert uncapped.ceiling(65) == 2.0**64
+    assert uncapped.ceiling(10_000) == 2.0**64
+
+
 @pytest.mark.parametrize(
     ("initial", "maximum", "message"),
     [(0.0, 1.0, "initial delay must be > 0"), (2.0, 1.0, "must not be below the initial")],

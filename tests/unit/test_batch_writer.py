@@ -73,6 +73,28 @@ def test_a_bill_that_cannot_be_a_record_is_set_aside_with_its_id_and_reason(
     assert sorted(writer.new_ids) == [1, 2, 3], "a dead letter's id is committed, never refetched"
 
 
+class _ExplodingBill(dict[str, Any]):
+    """A bill whose fields raise as they are read: nothing a bill's content could do. (Not a
+    plain dict, so it has no id the batch could commit.)"""
+
+    def __getitem__(self, key: str) -> Any:
+        raise LookupError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raise LookupError(key)
+
+
+def test_a_bill_failing_the_writer_unexpectedly_is_set_aside_saying_so(impl: ModuleType) -> None:
+    exploding = _ExplodingBill(bill(4))
+    writer = new_writer(impl)
+    write_all(writer, [exploding, bill(5)])
+    [(failed, record_id, error)] = writer.failures
+    assert (failed, record_id, error.stage) == (exploding, None, "convert")
+    assert str(error).startswith("converting the bill failed unexpectedly (LookupError: ")
+    assert writer.new_ids == [5]
+    assert [r.id for r in writer.records] == [5]
+
+
 def test_a_record_larger_than_the_limit_fails_at_the_encode_stage(impl: ModuleType) -> None:
     writer = new_writer(impl, limit=2048)
     write_all(writer, [bill(1), bill(2, userkey="k" * 5000)])

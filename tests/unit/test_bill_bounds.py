@@ -69,3 +69,25 @@ def test_a_value_shown_in_an_error_is_cut_only_past_the_limit() -> None:
     longer = fits + "x"
     assert b.show(longer) == repr(longer)[: b.MAX_SHOWN - 3] + "..."
     assert len(b.show(longer)) == b.MAX_SHOWN
+
+
+def problem(**changes: Any) -> str:
+    values = {**SOUND, **changes}
+    return str(
+        b.call_problem(
+            {"starttime": "2027-01-15 08:00:00", "endtime": "2030-03-17 17:46:40"},
+            start_ms=values["start_ms"],
+            end_ms=values["end_ms"],
+            duration=values["duration"],
+            billsec=values["billsec"],
+            fetched_at_ms=values["fetched_at_ms"],
+        )
+    )
+
+
+def test_the_problem_named_is_the_end_only_past_a_day_after_the_fetch() -> None:
+    at_bound = FETCHED_AT_MS + b.MAX_END_AHEAD_MS
+    assert problem(end_ms=at_bound) == "the bill's numbers or times are inconsistent"
+    assert problem(end_ms=at_bound + 1) == (
+        "field 'endtime': '2030-03-17 17:46:40' is more than a day after the bill was fetched"
+    )

@@ -5,6 +5,7 @@ plain fakes: no bill, page or answer may stop the stream, lose a record or publi
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -230,14 +231,27 @@ async def test_a_listing_page_over_the_size_limit_is_read_again_in_smaller_pages
     assert [b["id"] for b in bills] == list(range(1, 96))
 
 
-async def test_a_one_bill_page_over_the_size_limit_is_skipped_and_counted() -> None:
+async def test_a_one_bill_page_over_the_size_limit_is_skipped_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     vendor = SizeLimitedVendor(12, most=0)
     recorder = FakeRecorder()
     poller = make_poller(vendor, page_size=4, concurrency=1, recorder=recorder)
     start, end = poller.sweep_window()
-    bills = [b async for batch in poller.listing(start, end, AUDIT) for b in batch.bills]
+    with caplog.at_level(logging.WARNING):
+        bills = [b async for batch in poller.listing(start, end, AUDIT) for b in batch.bills]
     assert bills == []
     assert len(recorder.of("answer_skipped")) == 12  # every bill, and the listing still ended
+    skipped = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(skipped) == 12
+    assert (
+        skipped[0]
+        .getMessage()
+        .startswith(
+            f"a one-bill page ({start} to {end}, syncflag 3, page 1) is skipped: GetBill: 1 bills "
+            "are too large. The bill stays with the vendor: raise source.max_answer_bytes"
+        )
+    )
 
 
 # --- the brake ------------------------------------------------------------------------------

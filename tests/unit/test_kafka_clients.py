@@ -139,3 +139,64 @@ def test_the_start_up_topic_survey_makes_its_admin_client_here(
         topics.ensure_topics(settings())
     [config] = made["admin"]
     assert_shared_part(config)
+
+
+def test_the_producer_is_transactional_idempotent_and_partitions_as_java_clients_do() -> None:
+    config = kafka_clients.producer_config(settings())
+    assert {key: config[key] for key in PRODUCER_OWN} == {
+        "client.id": "cdr-connector-acme",
+        "transactional.id": "cdr-connector-acme",
+        "enable.idempotence": True,
+        "acks": "all",
+        "partitioner": "murmur2_random",
+        "transaction.timeout.ms": 60_000,
+        "message.timeout.ms": 55_000,
+        "linger.ms": 5,
+        "delivery.report.only.error": True,
+    }
+
+
+PRODUCER_OWN = (
+    "client.id",
+    "transactional.id",
+    "enable.idempotence",
+    "acks",
+    "partitioner",
+    "transaction.timeout.ms",
+    "message.timeout.ms",
+    "linger.ms",
+    "delivery.report.only.error",
+)
+
+
+@pytest.mark.parametrize(
+    ("transaction_seconds", "message_ms"), [(6.0, 1000), (6.001, 1001), (1.0, 1000), (900, 895_000)]
+)
+def test_a_message_times_out_5_s_before_its_transaction_and_never_in_under_a_second(
+    transaction_seconds: float, message_ms: int
+) -> None:
+    current = Settings(
+        source={"name": "acme", "appid": "a", "accesskey": "k"},
+        kafka={"transaction_timeout_seconds": transaction_seconds},
+    )  # type: ignore[arg-type]
+    assert kafka_clients.producer_config(current)["message.timeout.ms"] == message_ms
+
+
+def test_a_consumer_reads_committed_records_from_the_start_and_commits_no_offsets() -> None:
+    config = kafka_clients.consumer_config(settings(), "state")
+    assert {key: config[key] for key in CONSUMER_OWN} == {
+        "group.id": "cdr-connector-acme-state",
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+    }
+
+
+CONSUMER_OWN = (
+    "group.id",
+    "isolation.level",
+    "enable.auto.commit",
+    "enable.partition.eof",
+    "auto.offset.reset",
+)

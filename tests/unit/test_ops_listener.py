@@ -19,6 +19,7 @@ from prometheus_client.openmetrics.parser import (
 
 from cdr_connector import http, metrics
 from cdr_connector.config import HttpSettings
+from cdr_connector.errors import ConfigError
 from cdr_connector.http import OpsListener, create_ops_app, start_ops_server
 
 PARTIAL_REQUEST = b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slow"
@@ -192,7 +193,9 @@ async def test_a_crowd_of_slow_clients_beyond_the_limit_never_keeps_a_probe_out(
     assert all("http.max_connections" in line for line in lines), lines
 
 
-async def test_beyond_the_limit_a_new_connection_is_closed_at_once_when_all_have_asked() -> None:
+async def test_beyond_the_limit_a_new_connection_is_closed_at_once_when_all_have_asked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     listener = await listening(max_connections=5, header_timeout_seconds=30.0)
     kept = []
     try:
@@ -206,6 +209,11 @@ async def test_beyond_the_limit_a_new_connection_is_closed_at_once_when_all_have
         started = time.monotonic()
         assert await closed_by_server(reader, within=2.0)
         assert time.monotonic() - started < 0.5
+        assert caplog.messages == [
+            "ops listener: closed a new connection at once: 5 connections are open "
+            "(http.max_connections), each busy with a request or connected within the last "
+            "second"
+        ]
         writer.close()
         kept.pop()[1].close()
         await asyncio.sleep(0.1)
@@ -258,3 +266,97 @@ async def test_a_throttled_log_reports_how_many_it_left_out(
         "trouble: 0",
         "trouble: 99; 99 more times in the last 0.2 s",
     ]
+
+
+# --- start and stop ---------------------------------------------------------------------------
+
+
+async def test_a_port_in_use_is_a_settings_error_naming_the_address_and_frees_what_it_set_up() -> (
+    None
+):
+    first = await listening()
+    cleaned: list[str] = []
+
+    async def on_cleanup(_app: object) -> None:
+        cleaned.append("second")
+
+    second = create_ops_app(lambda: None)
+    second.on_cleanup.append(on_cleanup)
+    try:
+        with pytest.raises(ConfigError) as refused:
+            await start_ops_server(second, HttpSettings(host="127.0.0.1", port=first.port))
+    finally:
+        await first.close()
+
+    assert str(refused.value).startswith(
+        f"http.host/http.port: cannot listen on 127.0.0.1:{first.port}: "
+    )
+    assert str(refused.value).endswith(
+        "; stop whatever uses that address or choose another http.port"
+    )
+    assert cleaned == ["second"]
+
+
+async def test_a_closed_listener_frees_its_port() -> None:
+    listener = await listening()
+    port = listener.port
+    await probe(port)
+
+    await listener.close()
+
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", port)
+    again = await start_ops_server(
+        create_ops_app(lambda: None), HttpSettings(host="127.0.0.1", port=port)
+    )
+    await again.close()
+
+
+async def test_the_listener_is_named_by_its_url_with_the_port_it_got() -> None:
+    listener = await listening()
+    try:
+        sites = listener._runner.sites
+        assert [site.name for site in sites] == [f"http://127.0.0.1:{listener.port}"]
+        assert listener.port > 0
+    finally:
+        await listener.close()
+
+
+async def test_closing_the_listener_drops_a_connection_still_sending_its_headers() -> None:
+    listener = await listening(header_timeout_seconds=30.0)
+    reader, writer = await slow_client(listener.port)
+    await asyncio.sleep(0.05)
+
+    await listener.close()
+
+    try:
+        assert await closed_by_server(reader, within=1.0)
+    finally:
+        writer.close()
+
+
+async def test_a_client_that_asks_and_leaves_is_not_logged_as_slow(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    listener = await listening(header_timeout_seconds=30.0)
+    try:
+        for _ in range(3):
+            await probe(listener.port)
+        await asyncio.sleep(0.05)
+    finally:
+        await listener.close()
+    assert caplog.messages == []
+
+
+async def test_a_kept_alive_connection_that_asked_is_not_logged_as_slow_at_close(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    listener = await listening(header_timeout_seconds=30.0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    try:
+        writer.write(FULL_REQUEST)
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        await listener.close()
+    finally:
+        writer.close()
+    assert caplog.messages == []
