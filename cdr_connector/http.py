@@ -245,9 +245,8 @@ class _ConnectionGuard:
             self._slow.event(self._header_timeout, self._max_connections)
 
     def close(self) -> None:
-        """Abort every connection still waiting for its request; stop the pending log lines."""
-        for connection in list(self._awaiting_headers):
-            connection.drop()
+        """Stop the pending log lines. The connections are aiohttp's to close (its server
+        shuts every one down): none of them was slow, the listener is going."""
         self._slow.close()
         self._refused.close()
 
@@ -339,11 +338,12 @@ class ThrottledLog:
     details of the last one."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, message: str, interval: float = _LOG_INTERVAL_SECONDS
+        self, loop: asyncio.AbstractEventLoop, message: str, interval: float | None = None
     ) -> None:
+        """`interval`: `_LOG_INTERVAL_SECONDS` unless given."""
         self._loop = loop
         self._message = message
-        self._interval = interval
+        self._interval = _LOG_INTERVAL_SECONDS if interval is None else interval
         self._quiet_until = 0.0
         self._left_out = 0
         self._last_args: tuple[object, ...] = ()

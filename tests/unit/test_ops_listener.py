@@ -322,7 +322,9 @@ async def test_the_listener_is_named_by_its_url_with_the_port_it_got() -> None:
         await listener.close()
 
 
-async def test_closing_the_listener_drops_a_connection_still_sending_its_headers() -> None:
+async def test_closing_the_listener_closes_a_connection_still_sending_its_headers_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     listener = await listening(header_timeout_seconds=30.0)
     reader, writer = await slow_client(listener.port)
     await asyncio.sleep(0.05)
@@ -333,6 +335,25 @@ async def test_closing_the_listener_drops_a_connection_still_sending_its_headers
         assert await closed_by_server(reader, within=1.0)
     finally:
         writer.close()
+    assert caplog.messages == [], "it was not slow: the listener went away"
+
+
+async def test_a_slow_client_line_still_pending_at_close_is_never_logged(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http, "_LOG_INTERVAL_SECONDS", 0.3)
+    listener = await listening(header_timeout_seconds=0.05)
+    clients = [await slow_client(listener.port) for _ in range(2)]
+    for reader, _writer in clients:
+        assert await closed_by_server(reader, within=1.0)
+
+    await listener.close()
+    await asyncio.sleep(0.4)
+
+    for _reader, writer in clients:
+        writer.close()
+    assert len(caplog.messages) == 1, "the first line at once; the second was to wait 0.3 s"
+    assert caplog.messages[0].startswith("ops listener: closed a connection that sent no")
 
 
 async def test_a_client_that_asks_and_leaves_is_not_logged_as_slow(
