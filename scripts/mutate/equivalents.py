@@ -60,6 +60,15 @@ KNOWN: tuple[Equivalent, ...] = (
         ('__slots__ = ("_max_hours", "_zone", "hours")', "pass"),
     ),
     *_in(
+        "bill.py",
+        "LocalClock._hour_start",
+        "_HOUR_PREFIX has just required a space at index 10, and int() ignores the space",
+        (
+            "int(prefix[0:4]), int(prefix[5:7]), int(prefix[8:10]), int(prefix[11:13]),",
+            "int(prefix[0:4]), int(prefix[5:7]), int(prefix[8:10]), int(prefix[10:13]),",
+        ),
+    ),
+    *_in(
         "records.py",
         "_reread_after",
         "a reading with fold=1 never equals a start read with fold=0 (aecca13)",

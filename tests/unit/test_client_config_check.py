@@ -6,7 +6,9 @@ import socket
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer
 
+from cdr_connector import kafka_clients
 from cdr_connector.config import Settings
 from cdr_connector.errors import ConfigError
 from cdr_connector.kafka_clients import validate_client_config
@@ -85,3 +87,21 @@ def test_no_broker_is_contacted() -> None:
         validate_client_config(settings({}, bootstrap_servers=f"127.0.0.1:{port}"))
         with pytest.raises(TimeoutError):
             listener.accept()
+
+
+def test_the_consumer_made_for_the_check_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[Any] = []
+
+    class Watched(Consumer):
+        def __init__(self, config: dict[str, Any]) -> None:
+            super().__init__(config)
+            self.closed = False
+            made.append(self)
+
+        def close(self) -> None:  # type: ignore[override]
+            self.closed = True
+            super().close()
+
+    monkeypatch.setattr(kafka_clients, "Consumer", Watched)
+    validate_client_config(settings({}))
+    assert [consumer.closed for consumer in made] == [True]

@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 
 import pytest
 
+from cdr_connector.checkpoint import CheckpointState
 from cdr_connector.errors import KafkaTransientError
 from cdr_connector.kafka_sink import OutgoingMessage
-from tests.fakes import FakeApi, FakeRecorder, FakeSink, bill, make_pipeline, make_settings
+from tests.fakes import SOURCE, FakeApi, FakeRecorder, FakeSink, bill, make_pipeline, make_settings
 
 
 class CountingSink(FakeSink):
@@ -51,6 +53,19 @@ async def test_after_a_failed_state_read_start_again_reads_it_without_a_new_prod
     assert pipeline.status.not_ready_reason() == "not logged in to the vendor API"
     assert recorder.lag is not None
     assert recorder.lag() == pipeline.committer.freshness_lag()
+
+
+async def test_a_loaded_state_is_logged_with_its_ids_and_ranges(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    state = CheckpointState(SOURCE)
+    state.committed.add_many([1, 2, 3, 10], 0)
+    pipeline = make_pipeline(FakeSink(), state.encode())
+
+    with caplog.at_level(logging.INFO, logger="cdr_connector.pipeline"):
+        await pipeline.start()
+
+    assert "state loaded: 4 committed ids in 2 ranges" in caplog.messages
 
 
 async def test_run_after_start_does_not_start_again() -> None:
