@@ -93,6 +93,16 @@ KNOWN: tuple[Equivalent, ...] = (
         ("assert kind is not None and reason is not None", "pass"),
     ),
     *_in(
+        "http.py",
+        "_GuardedConnection.eof_received",
+        "aiohttp's RequestHandler.eof_received does nothing (web_protocol.py: `pass`); it is "
+        "passed on only so that the handler sees every event of its transport",
+        (
+            "self._handler.eof_received()  # aiohttp closes on EOF: returning None says so",
+            "pass  # aiohttp closes on EOF: returning None says so",
+        ),
+    ),
+    *_in(
         "fleet.py",
         "Membership._changed",
         "run() sets _loop before the consumer that calls back here exists; the assert only "

@@ -381,3 +381,16 @@ async def test_a_kept_alive_connection_that_asked_is_not_logged_as_slow_at_close
     finally:
         writer.close()
     assert caplog.messages == []
+
+
+async def test_a_connection_the_client_closed_is_forgotten_by_the_server() -> None:
+    listener = await listening()
+    try:
+        for _ in range(3):
+            await probe(listener.port)
+        await asyncio.sleep(0.05)
+        server = listener._runner.server
+        assert server is not None
+        assert server.connections == []
+    finally:
+        await listener.close()
