@@ -103,6 +103,19 @@ KNOWN: tuple[Equivalent, ...] = (
         ),
     ),
     *_in(
+        "http.py",
+        "_GuardedConnection.pause_writing",
+        "flow control only: the client gets the same bytes; what changes is how much of an "
+        "answer (here at most the metrics page) aiohttp buffers while a client reads slowly",
+        ("self._handler.pause_writing()", "pass"),
+    ),
+    *_in(
+        "http.py",
+        "_GuardedConnection.resume_writing",
+        "flow control only, as pause_writing",
+        ("self._handler.resume_writing()", "pass"),
+    ),
+    *_in(
         "fleet.py",
         "Membership._changed",
         "run() sets _loop before the consumer that calls back here exists; the assert only "

@@ -145,7 +145,9 @@ async def test_the_process_metrics_are_exported(session: aiohttp.ClientSession) 
 # --- slow clients and the connection limit ----------------------------------------------------
 
 
-async def test_a_connection_that_never_finishes_its_headers_is_closed_after_the_timeout() -> None:
+async def test_a_connection_that_never_finishes_its_headers_is_closed_after_the_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     listener = await listening(header_timeout_seconds=0.5)
     try:
         reader, writer = await slow_client(listener.port)
@@ -153,6 +155,11 @@ async def test_a_connection_that_never_finishes_its_headers_is_closed_after_the_
         assert await closed_by_server(reader, within=5.0), "the slow connection was kept"
         assert 0.4 < time.monotonic() - started < 2.0
         writer.close()
+        assert caplog.messages == [
+            "ops listener: closed a connection that sent no complete request within 0.5 s "
+            "(http.header_timeout_seconds), or to make room for a new one beyond 100 open "
+            "(http.max_connections)"
+        ]
         # A client that sends its request in pieces, each within the timeout, is served.
         reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
         for piece in (FULL_REQUEST[:10], FULL_REQUEST[10:-3], FULL_REQUEST[-3:]):
