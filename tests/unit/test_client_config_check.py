@@ -105,3 +105,11 @@ def test_the_consumer_made_for_the_check_is_closed(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(kafka_clients, "Consumer", Watched)
     validate_client_config(settings({}))
     assert [consumer.closed for consumer in made] == [True]
+
+
+def test_the_check_says_nothing_of_the_brokers_it_was_not_given(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    validate_client_config(settings({}))
+    assert capsys.readouterr().err == ""
+    assert caplog.records == []
