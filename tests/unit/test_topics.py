@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import Future
 from typing import Any
 
@@ -115,13 +116,28 @@ def test_kafka_out_of_reach_is_a_transient_error_naming_the_bootstrap_servers() 
     assert str(failed.value) == "cannot reach Kafka at 127.0.0.1:1: no route"
 
 
-def test_only_the_missing_topics_are_created_within_the_operation_timeout() -> None:
+def test_only_the_missing_topics_are_created_within_the_operation_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     admin = _Admin(["cdr.state"])
 
-    ensure_topics(_settings(), admin)
+    with caplog.at_level(logging.INFO, logger="cdr_connector.topics"):
+        ensure_topics(_settings(), admin)
 
     assert [spec.topic for spec in admin.created] == ["cdr", "cdr.dlq"]
     assert admin.create_timeout == 7.0
+    assert caplog.messages == ["created topic cdr", "created topic cdr.dlq"]
+
+
+def test_a_topic_someone_else_created_meanwhile_is_not_logged_as_created(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    exists = KafkaException(LibKafkaError(LibKafkaError.TOPIC_ALREADY_EXISTS, "exists"))
+
+    with caplog.at_level(logging.INFO, logger="cdr_connector.topics"):
+        ensure_topics(_settings(), _Admin(["cdr.state"], {"cdr": exists}))
+
+    assert caplog.messages == ["created topic cdr.dlq"]
 
 
 def test_nothing_is_created_when_every_topic_exists_and_nothing_when_creating_is_refused() -> None:
