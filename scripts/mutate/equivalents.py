@@ -49,7 +49,43 @@ _TRUTH_ONLY = "every caller tests the answer's truth only, and None is as false 
 
 _SLOTS_ONLY = "__slots__ saves memory; no code adds attributes a test could see refused"
 
+_ONE_ARGUMENT = (
+    "confluent-kafka raises KafkaException with its KafkaError as the one argument, so "
+    "args[0] and args[-1] are the same"
+)
+
+
+def _last_argument(path: str, function: str, *lines: str) -> list[Equivalent]:
+    """`exc.args[0]` -> `exc.args[-1]` on each of `lines`, a KafkaException's one argument."""
+    return _in(
+        path,
+        function,
+        _ONE_ARGUMENT,
+        *((line, line.replace("args[0]", "args[-1]")) for line in lines),
+    )
+
+
 KNOWN: tuple[Equivalent, ...] = (
+    *_last_argument(
+        "kafka_clients.py",
+        "validate_client_config",
+        "raise ConfigError(_describe_refusal(exc.args[0].str(), client_config)) from None",
+    ),
+    *_last_argument(
+        "kafka_sink.py", "TransactionalSink._commit_with_retries", "error = exc.args[0]"
+    ),
+    *_last_argument("kafka_sink.py", "_convert", "error: LibKafkaError = exc.args[0]"),
+    *_in(
+        "kafka_sink.py",
+        "TransactionalSink._commit_with_retries",
+        "the last attempt raises (`attempt == attempts`), so the range never reaches a fourth",
+        ("for attempt in range(1, attempts + 1):", "for attempt in range(1, attempts + 2):"),
+    ),
+    *_last_argument(
+        "topics.py",
+        "await_topic_changes",
+        "if exc.args[0].code() != LibKafkaError.TOPIC_ALREADY_EXISTS:",
+    ),
     *_in("brake.py", "Brake.observe", _TRUTH_ONLY, ("return False", "return None")),
     *_in("brake.py", "Brake.commit_failed", _TRUTH_ONLY, ("return False", "return None")),
     *_in("brake.py", "Brake._engage", _TRUTH_ONLY, ("return False", "return None")),

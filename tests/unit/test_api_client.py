@@ -425,6 +425,17 @@ async def test_login_forces_a_new_token(vendor: FakeVendor, make_client: Factory
     assert vendor.received[-1].form["token"] == vendor.issued[1]
 
 
+async def test_a_closed_client_logs_in_again_on_its_next_request(
+    vendor: FakeVendor, make_client: Factory
+) -> None:
+    client = make_client()
+    await client.get_bills(query())
+    await client.close()
+    await client.get_bills(query())
+    assert vendor.count(LOGIN) == 2
+    assert vendor.received[-1].form["token"] == vendor.issued[1]
+
+
 async def test_connections_are_bounded_by_the_concurrency(
     vendor: FakeVendor, make_client: Factory
 ) -> None:

@@ -188,10 +188,13 @@ async def test_a_batch_retried_after_a_failed_read_back_is_still_published() -> 
     assert summary.produced == 1
 
 
-async def test_a_stop_during_failures_gives_the_batches_up() -> None:
+async def test_a_stop_during_failures_gives_the_batches_up_and_says_how_many(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     rig = Rig(sink=Broken(times=1))
     rig.stop.set()
-    assert await rig.committer.commit([batch(bill(1))]) == []
+    assert await rig.committer.commit([batch(bill(1)), batch(bill(2))]) == []
+    assert "stopping with 2 uncommitted batch(es)" in caplog.messages
 
 
 async def test_unexpected_failures_in_a_row_engage_the_brake_and_say_why(
