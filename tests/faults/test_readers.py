@@ -23,7 +23,7 @@ from tests.faults.scenarios import (
 )
 from tests.integration.harness import Topics, metric_total, metrics_text
 
-TRAFFIC_SECONDS = 60.0 if LONG else 10.0
+TRAFFIC_SECONDS = 60.0 if LONG else 5.0
 
 
 async def test_records_a_competing_reader_took_are_all_recovered_by_sweeps(

@@ -18,7 +18,7 @@ from tests.faults.scenarios import LONG, Scene, finish, simulator_config
 from tests.integration.harness import ConnectorProcess, Topics, admin_post
 from tests.kafka_helpers import consume_all
 
-KILLS = 60 if LONG else 20
+KILLS = 60 if LONG else 10
 # Records made visible before each start, so that every run has a backlog to drain.
 BURST = 1000
 # A kill this soon after the vendor marked a page lands before its transaction commits.
@@ -76,9 +76,10 @@ async def _kill_at_a_random_moment(
     connector: ConnectorProcess, rng: random.Random, number: int, marks: PageMarks
 ) -> Kill:
     """Run 4k+3 dies at a random moment of its start-up (fencing, state read, start-up sweep);
-    run 4k+1 a few milliseconds after the vendor marked a page of new records for it (between
-    fetch and commit); the others at a random moment after they report ready. The simulator
-    serves from this event loop, so nothing is fetched between reading its count and the kill.
+    runs 4k+1 and 4k+2 a few milliseconds after the vendor marked a page of new records for
+    them (between fetch and commit); the others at a random moment after they report ready.
+    The simulator serves from this event loop, so nothing is fetched between reading its count
+    and the kill.
     """
     ready = False
     if number % 4 == 3:
@@ -86,7 +87,7 @@ async def _kill_at_a_random_moment(
     else:
         await connector.wait_ready(timeout=90)
         ready = True
-        if number % 4 == 1:
+        if number % 4 in (1, 2):
             await marks.next_page(connector)
             await asyncio.sleep(rng.uniform(*AFTER_MARK_SECONDS))
         else:
