@@ -116,6 +116,7 @@ KNOWN: tuple[Equivalent, ...] = (
         "_reach is read only when _beginning is set, and _compile sets both",
         ("self._reach = 0", "self._reach = -1"),
         ("self._reach = 0", "self._reach = 1"),
+        ("self._reach = 0", "pass"),
     ),
     *_in(
         "committer.py",

@@ -4,6 +4,8 @@ read, once it exceeds `source.max_answer_bytes`."""
 
 from __future__ import annotations
 
+import logging
+
 import orjson
 import pytest
 from aiohttp import web
@@ -38,7 +40,7 @@ def page_with(*elements: bytes, total: int = 6) -> bytes:
 
 
 async def test_a_page_with_unreadable_bills_is_read_bill_by_bill_and_not_asked_again(
-    vendor: FakeVendor, make_client: Factory
+    vendor: FakeVendor, make_client: Factory, caplog: pytest.LogCaptureFixture
 ) -> None:
     good = [orjson.dumps(b) for b in BILLS]
     body = page_with(good[0], *BAD_BILLS, good[1])
@@ -54,6 +56,12 @@ async def test_a_page_with_unreadable_bills_is_read_bill_by_bill_and_not_asked_a
     assert [b.raw for b in unreadable] == list(BAD_BILLS)
     assert [b.id for b in unreadable] == [7, 8, 9, 10]
     assert fakes.errors_total(client.source_name, "salvaged") == 1
+    # An operator reading the log learns why dead letters with raw bytes appeared.
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"{GET_BILL}: the answer is not valid JSON as a whole; read bill by bill, 4 bill(s) "
+        "unreadable (dead-lettered with their raw bytes)"
+    ]
 
 
 async def test_a_body_whose_structure_cannot_be_read_is_still_retried(

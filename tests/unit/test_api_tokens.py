@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 
 import pytest
 
@@ -69,14 +70,20 @@ async def test_a_token_is_renewed_when_due_on_the_clock() -> None:
     assert (renewed.value, renewed.generation) == ("tok-SECRET-2", 2)
 
 
-async def test_a_rejection_of_a_replaced_token_keeps_the_newer_one() -> None:
+async def test_a_rejection_of_a_replaced_token_keeps_the_newer_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     keeper = TokenKeeper(source(), FakeClock(), Logins(), FakeRecorder())
     old = await keeper.valid()
     new = await keeper.renew()
-    keeper.reject(old)
-    assert keeper.current is new
-    keeper.reject(new)
+    with caplog.at_level(logging.INFO, logger="cdr_connector.api.tokens"):
+        keeper.reject(old)
+        assert keeper.current is new
+        assert caplog.messages == [], "a late rejection of a replaced token is not news"
+        keeper.reject(new)
     assert keeper.current is None
+    # Says which token, and what comes next, without its value.
+    assert caplog.messages == ["the vendor API rejected token 2 as expired; logging in again"]
     assert (await keeper.valid()).generation == 3
 
 

@@ -203,7 +203,7 @@ async def test_a_crowd_of_slow_clients_beyond_the_limit_never_keeps_a_probe_out(
 async def test_beyond_the_limit_a_new_connection_is_closed_at_once_when_all_have_asked(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    listener = await listening(max_connections=5, header_timeout_seconds=30.0)
+    listener = await listening(max_connections=5, header_timeout_seconds=30.0, eviction_grace=0.2)
     kept = []
     try:
         for _ in range(5):  # kept alive after their answer: not slow, not closed for room
@@ -211,6 +211,8 @@ async def test_beyond_the_limit_a_new_connection_is_closed_at_once_when_all_have
             writer.write(FULL_REQUEST)
             assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
             kept.append((reader, writer))
+        # Past the eviction grace: only having sent their request keeps them from eviction.
+        await asyncio.sleep(0.3)
         reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
         writer.write(FULL_REQUEST)
         started = time.monotonic()

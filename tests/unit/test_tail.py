@@ -160,7 +160,12 @@ def test_dead_letters_are_printed_with_their_headers_as_text(made: dict[str, Any
     assert consumer.subscribed == [make_settings().kafka.dead_letter_topic]
 
 
-def test_without_an_idle_exit_empty_polls_do_not_end_it(made: dict[str, Any]) -> None:
+def test_without_an_idle_exit_empty_polls_do_not_end_it(
+    made: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An hour passes at every poll: no idle time is too long unless idle_exit_seconds says so.
+    ticks = itertools.count(step=3600)
+    monkeypatch.setattr(tail_module.time, "monotonic", lambda: float(next(ticks)))
     made["consumer"] = _Consumer([None, None, None, _Message(_value(9))])
     out = io.StringIO()
 
