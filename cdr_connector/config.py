@@ -446,6 +446,12 @@ class KafkaSettings(_Section):
             raise ValueError(
                 f"{', '.join(sorted(clash))} cannot be overridden: exactly-once depends on them"
             )
+        # confluent-kafka takes `logger` as a Python logger; a text there is accepted when the
+        # client is made and fails at the first log line, deep in a delivery poll.
+        if "logger" in value:
+            raise ValueError(
+                "logger cannot be set: librdkafka's log lines go to the connector's log"
+            )
         return value
 
 

@@ -122,8 +122,7 @@ def validate_client_config(settings: Settings) -> None:
     client_config = settings.kafka.client_config
     for make, config in makers:
         config.pop("bootstrap.servers", None)
-        if "logger" not in client_config:
-            config["logger"] = _SILENT_LOG  # not even a warning about the missing brokers
+        config["logger"] = _SILENT_LOG  # not even a warning about the missing brokers
         try:
             client = make(config)
         except KafkaException as exc:

@@ -49,7 +49,6 @@ class TokenKeeper:
         self, source: SourceSettings, clock: Clock, log_in: LogIn, recorder: Recorder
     ) -> None:
         self._valid_for = renewal_interval(source)
-        self._source_name = source.name
         self._recorder = recorder
         self._appid = source.appid
         self._clock = clock

@@ -109,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     deadline = runner.Deadline(args.budget_minutes * 60)
     with tempfile.TemporaryDirectory(prefix="cdr-mutate-") as scratch:
         snapshot = Path(scratch) / "snapshot"
+        # The revision of the snapshot: the tree may be committed to while the run goes on.
+        measured = _revision()
         runner.make_copy(TREE, snapshot)  # one consistent view, however the tree changes
         plan = make_plan(
             snapshot, args.module, args.max_per_module, args.seed, broker=args.with_broker
@@ -125,7 +127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     rows = report.tally(originals.tests, results)
     _write_report(
-        args, plan=plan, rows=rows, results=results, notes=notes, seconds=deadline.elapsed()
+        args,
+        plan=plan,
+        rows=rows,
+        results=results,
+        notes=notes,
+        seconds=deadline.elapsed(),
+        revision=measured,
     )
     print(report.table(rows))
     print(f"\nsurvivors and notes: {args.out / 'report.md'}")
@@ -254,11 +262,12 @@ def _write_report(
     results: Sequence[report.Result],
     notes: Sequence[str],
     seconds: float,
+    revision: str,
 ) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     header = (
         f"# Mutation testing of cdr_connector against tests/unit\n\n"
-        f"{time.strftime('%Y-%m-%d %H:%M')}, tree at {_revision()}: at most "
+        f"{time.strftime('%Y-%m-%d %H:%M')}, tree at {revision}: at most "
         f"{args.max_per_module} mutants a module (seed {args.seed}; "
         f"{sum(plan.candidates.values())} candidates in all), property tests with "
         f"{args.property_examples} examples, {args.workers} workers, {seconds / 60:.1f} min "

@@ -424,3 +424,12 @@ def test_pure_python_fastavro_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
 
     with pytest.raises(FastavroNotCompiledError, match="without its compiled extension"):
         assert_compiled_fastavro()
+
+
+def test_decode_says_when_the_registrys_schema_is_not_an_avro_record() -> None:
+    registry = SchemaRegistryClient.new_client({"url": "mock://broken"})
+    broken = {"type": "record", "name": "Cdr", "fields": [{"name": "id", "type": "no-such"}]}
+    schema_id = registry.register_schema(f"{TOPIC}-value", Schema(json.dumps(broken), "AVRO"))
+
+    with pytest.raises(AvroDecodeError, match="the registry's schema is not a valid Avro record"):
+        decode(b"\x00" + schema_id.to_bytes(4, "big") + b"\x00", registry)

@@ -91,3 +91,18 @@ def test_the_problem_named_is_the_end_only_past_a_day_after_the_fetch() -> None:
     assert problem(end_ms=at_bound + 1) == (
         "field 'endtime': '2030-03-17 17:46:40' is more than a day after the bill was fetched"
     )
+
+
+def test_the_dial_time_of_a_bill_the_audit_counts_is_read_in_the_accounts_zone() -> None:
+    shanghai = ZoneInfo("Asia/Shanghai")  # UTC+8 all year
+    fetched = 1_715_000_000_000  # 2024-05-06
+    # 2024-05-01 10:00:00 in Shanghai is 02:00:00 UTC.
+    assert b.dial_time_ms({"starttime": "2024-05-01 10:00:00"}, shanghai, fetched) == (
+        1_714_528_800_000
+    )
+    assert b.dial_time_ms({"starttime": "not a time"}, shanghai, fetched) is None
+    assert b.dial_time_ms({"starttime": 1_714_528_800}, shanghai, fetched) is None
+    assert b.dial_time_ms(["starttime", "2024-05-01 10:00:00"], shanghai, fetched) is None
+    # Before 2000, or more than a day after it was fetched: not believable.
+    assert b.dial_time_ms({"starttime": "1999-12-31 23:00:00"}, shanghai, fetched) is None
+    assert b.dial_time_ms({"starttime": "2024-05-08 10:00:00"}, shanghai, fetched) is None

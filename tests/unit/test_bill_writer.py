@@ -280,6 +280,11 @@ def test_memos_stay_bounded_and_correct(impl: ModuleType, monkeypatch: pytest.Mo
         assert writer.write(bill) == general(bill, ctx, encoder, "displaynumber")
     assert len(impl._LONGS) <= 50
     assert len(impl._COMMON_TEXTS) <= 50
+    # Remembered, not merely bounded: below the bound every number stays in the memo.
+    monkeypatch.setattr(impl, "_LONGS", {})
+    for number in range(10):
+        assert impl._long(number) == impl.zigzag_varint(number)
+    assert sorted(impl._LONGS) == list(range(10))
 
 
 # --- the builds -----------------------------------------------------------------------------

@@ -113,3 +113,10 @@ def test_the_check_says_nothing_of_the_brokers_it_was_not_given(
     validate_client_config(settings({}))
     assert capsys.readouterr().err == ""
     assert caplog.records == []
+
+
+def test_words_and_numbers_of_librdkafkas_own_reason_are_kept() -> None:
+    """Only values that could be secrets are hidden: `true`, `false` and numbers, which
+    librdkafka's reasons use themselves, stay readable even when client_config holds them."""
+    message = refusal({"enable.auto.commit": "maybe", "socket.keepalive.enable": "true"})
+    assert message.endswith('Expected bool value for "enable.auto.commit": true or false')

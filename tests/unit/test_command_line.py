@@ -175,3 +175,17 @@ def test_the_log_is_configured_from_the_settings(config: Path, ran: dict[str, An
     main(["run", "-c", str(config)])
 
     assert logging.getLogger().level == logging.WARNING
+
+
+def test_simulate_takes_the_simulators_own_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cdr_connector.simulator import cli as simulator_cli
+
+    seen: dict[str, Any] = {}
+
+    def run(args: Any) -> int:
+        seen["args"] = args
+        return 0
+
+    monkeypatch.setattr(simulator_cli, "run", run)
+    assert main(["simulate", "--port", "0", "--accounts", "3"]) == 0
+    assert (seen["args"].port, seen["args"].accounts) == (0, 3)

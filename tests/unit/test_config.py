@@ -68,6 +68,11 @@ def test_access_key_from_a_mounted_secret_file(tmp_path: Path) -> None:
             "acks cannot be overridden",
         ),
         (
+            '[source]\nappid = "a"\naccesskey = "k"\n[kafka.client_config]\nlogger = "debug"',
+            "kafka.client_config: logger cannot be set: librdkafka's log lines go to the "
+            "connector's log",
+        ),
+        (
             '[source]\nappid = "a"\naccesskey = "k"\n[poll]\n'
             "sweep_window_seconds = 100000\nlookback_seconds = 3600",
             "sweep_window_seconds must not exceed lookback_seconds",

@@ -270,10 +270,13 @@ async def test_a_throttled_log_reports_how_many_it_left_out(
         throttled.event(number)
     await asyncio.sleep(0.3)
     throttled.event("after")  # the interval that began with the report is not over yet
+    await asyncio.sleep(0.3)
     throttled.close()
     assert [r.getMessage() for r in caplog.records] == [
         "trouble: 0",
         "trouble: 99; 99 more times in the last 0.2 s",
+        # Counted from the last report, not from the first line.
+        "trouble: after; 1 more times in the last 0.2 s",
     ]
 
 

@@ -160,6 +160,21 @@ def test_dead_letters_are_printed_with_their_headers_as_text(made: dict[str, Any
     assert consumer.subscribed == [make_settings().kafka.dead_letter_topic]
 
 
+def test_an_idle_exit_counts_from_the_start_when_nothing_ever_comes(
+    made: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticks = itertools.count()
+    monkeypatch.setattr(tail_module.time, "monotonic", lambda: float(next(ticks)))
+    made["consumer"] = consumer = _Consumer([])
+    out = io.StringIO()
+
+    assert tail(make_settings(), idle_exit_seconds=2.5, out=out) == 0
+
+    assert out.getvalue() == ""
+    # Started at tick 0; the empty polls end at ticks 1, 2 and 3, and 3 - 0 > 2.5.
+    assert consumer.polls == 3
+
+
 def test_without_an_idle_exit_empty_polls_do_not_end_it(
     made: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
