@@ -29,7 +29,7 @@ from __future__ import annotations
 import base64
 import re
 from collections import deque
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 from urllib.request import getproxies
 
 from yarl import URL
@@ -105,10 +105,8 @@ class Redactor:
             parsed = URL(url)
         except (ValueError, TypeError):
             return
-        if parsed.password:
+        if parsed.password:  # yarl decodes it; a raw password always decodes to some text
             self.add_credentials(parsed.user or "", parsed.password)
-        elif parsed.raw_password:
-            self.add(unquote(parsed.raw_password))
 
     def __call__(self, text: str) -> str:
         if self._whole is None:

@@ -120,3 +120,19 @@ def test_words_and_numbers_of_librdkafkas_own_reason_are_kept() -> None:
     librdkafka's reasons use themselves, stay readable even when client_config holds them."""
     message = refusal({"enable.auto.commit": "maybe", "socket.keepalive.enable": "true"})
     assert message.endswith('Expected bool value for "enable.auto.commit": true or false')
+
+
+@pytest.mark.parametrize("callback", ["error_cb", "on_delivery"])
+def test_a_callback_property_given_as_text_is_refused_naming_it(callback: str) -> None:
+    """confluent-kafka's own properties take Python callables; TOML can only give text."""
+    assert callback in refusal({callback: "print"})
+
+
+def test_values_from_four_characters_on_are_hidden_shorter_ones_are_not() -> None:
+    """A secret has at least 4 characters; shorter values would mask common words."""
+    assert refusal({"security.protocol": "wxyz"}).endswith(
+        'Invalid value "(hidden)" for configuration property "security.protocol"'
+    )
+    assert refusal({"security.protocol": "xyz"}).endswith(
+        'Invalid value "xyz" for configuration property "security.protocol"'
+    )

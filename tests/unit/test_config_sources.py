@@ -34,6 +34,14 @@ def test_each_source_runs_with_its_own_account_and_its_overrides_of_poll() -> No
     assert west.source.accesskey.get_secret_value() == "key-west"
 
 
+def test_with_several_sources_source_stands_for_the_first() -> None:
+    settings = Settings(
+        sources=[account("east", poll={"concurrency": 2}), account("west"), account("north")]
+    )  # type: ignore[arg-type]
+    # Its poll overrides are left out: a source's own settings have no `poll`.
+    assert (settings.source.name, settings.source.appid) == ("east", "app-east")
+
+
 def test_source_is_the_one_source_shorthand() -> None:
     settings = Settings(source=account("only"))  # type: ignore[arg-type]
     (only,) = settings.per_source()

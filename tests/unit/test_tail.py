@@ -175,6 +175,19 @@ def test_an_idle_exit_counts_from_the_start_when_nothing_ever_comes(
     assert consumer.polls == 3
 
 
+def test_an_idle_exit_counts_from_the_last_record(
+    made: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticks = itertools.count()
+    monkeypatch.setattr(tail_module.time, "monotonic", lambda: float(next(ticks)))
+    made["consumer"] = consumer = _Consumer([None, None, _Message(_value(4))])
+
+    tail(make_settings(), idle_exit_seconds=2.5, out=io.StringIO())
+
+    # Empty at ticks 1 and 2, the record at tick 3, then empty at 4, 5 and 6: 6 - 3 > 2.5.
+    assert consumer.polls == 6
+
+
 def test_without_an_idle_exit_empty_polls_do_not_end_it(
     made: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
