@@ -89,6 +89,12 @@ class _Flushed(io.StringIO):
         self.flushed.append(self.getvalue())
 
 
+def _ticking_clock(monkeypatch: pytest.MonkeyPatch, step: int = 1) -> None:
+    """`tail`'s monotonic clock reads 0, then `step` more at each reading."""
+    ticks = itertools.count(step=step)
+    monkeypatch.setattr(tail_module.time, "monotonic", lambda: float(next(ticks)))
+
+
 def _value(record_id: int) -> bytes:
     context = RecordContext("unit", ZoneInfo("Asia/Shanghai"), FETCHED_AT_MS, "live")
     return SingleObjectEncoder().encode(normalise(bill(record_id), context))
@@ -118,8 +124,7 @@ def test_records_are_printed_decoded_one_json_line_each_up_to_the_maximum(
 def test_without_a_maximum_it_prints_everything_and_stops_once_idle(
     made: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ticks = itertools.count()
-    monkeypatch.setattr(tail_module.time, "monotonic", lambda: float(next(ticks)))
+    _ticking_clock(monkeypatch)
     made["consumer"] = consumer = _Consumer([_Message(_value(i)) for i in (1, 2, 3)])
     out = io.StringIO()
 
@@ -163,8 +168,7 @@ def test_dead_letters_are_printed_with_their_headers_as_text(made: dict[str, Any
 def test_an_idle_exit_counts_from_the_start_when_nothing_ever_comes(
     made: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ticks = itertools.count()
-    monkeypatch.setattr(tail_module.time, "monotonic", lambda: float(next(ticks)))
+    _ticking_clock(monkeypatch)
     made["consumer"] = consumer = _Consumer([])
     out = io.StringIO()
 
@@ -178,8 +182,7 @@ def test_an_idle_exit_counts_from_the_start_when_nothing_ever_comes(
 def test_an_idle_exit_counts_from_the_last_record(
     made: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ticks = itertools.count()
-    monkeypatch.setattr(tail_module.time, "monotonic", lambda: float(next(ticks)))
+    _ticking_clock(monkeypatch)
     made["consumer"] = consumer = _Consumer([None, None, _Message(_value(4))])
 
     tail(make_settings(), idle_exit_seconds=2.5, out=io.StringIO())
@@ -192,8 +195,7 @@ def test_without_an_idle_exit_empty_polls_do_not_end_it(
     made: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # An hour passes at every poll: no idle time is too long unless idle_exit_seconds says so.
-    ticks = itertools.count(step=3600)
-    monkeypatch.setattr(tail_module.time, "monotonic", lambda: float(next(ticks)))
+    _ticking_clock(monkeypatch, step=3600)
     made["consumer"] = _Consumer([None, None, None, _Message(_value(9))])
     out = io.StringIO()
 
